@@ -33,6 +33,8 @@ def load(data: bytes | str, what: str) -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested too deeply") from None
 
 
 def convert(obj: Any, type_: type[T], what: str) -> T:
@@ -41,6 +43,8 @@ def convert(obj: Any, type_: type[T], what: str) -> T:
         return msgspec.convert(_codes_by_name(obj), type_)
     except msgspec.ValidationError as exc:
         raise ProtocolError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"{what}: nested too deeply") from None
 
 
 def _codes_by_name(obj: Any) -> Any:
