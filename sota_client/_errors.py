@@ -1,0 +1,191 @@
+"""The daemon's one exception tree; every failure a caller can act on is one of these.
+
+::
+
+    SotaError                   root: anything the daemon reports as an ``Error`` event text
+     ├── BackendError           a call to Core or to the auth server failed
+     │    ├── TransportError    no usable HTTP exchange: connect, read, write, timeout, protocol
+     │    ├── HttpStatusError   Core answered with a status that is neither 2xx nor 401/403
+     │    ├── AuthError         401/403 from Core, or the token request was refused
+     │    └── DecodeError       a 2xx body that is not the JSON we need
+     └── DownloadError         an update image could not be stored (``kind`` says why)
+
+``str(error)`` is the 2016 display text (``HTTP client error: Response Code: 404 Not Found``),
+which the daemon sends unchanged as ``Error`` and ``DownloadFailed`` texts. Every error has a
+``transient`` flag: ``True`` when the same call may succeed later without anything being fixed.
+
+To add an error (package manager, config, ...), subclass :class:`SotaError` (or a branch), set
+``transient`` as a class attribute if it differs from ``False``, and add it to the tree above.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import http
+import os
+
+__all__ = [
+    "AuthError",
+    "BackendError",
+    "DecodeError",
+    "DownloadError",
+    "DownloadErrorKind",
+    "HttpStatusError",
+    "SotaError",
+    "TransportError",
+    "error_for_status",
+    "io_error_text",
+]
+
+
+class SotaError(Exception):
+    """Root of every error the daemon raises on purpose; ``str()`` is the text to show."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if transient is not None:
+            self.transient = transient
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BackendError(SotaError):
+    """A call to Core or to the auth server failed."""
+
+
+class TransportError(BackendError):
+    """No usable HTTP exchange: refused, reset, timed out, or the server broke the protocol.
+
+    The message names the request (method and URL without its query) and what went wrong.
+    """
+
+    transient = True
+
+
+class _ResponseError(BackendError):
+    """A response with an unwanted status; shown in the 2016 ``ResponseData`` form."""
+
+    prefix = ""
+
+    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body
+        super().__init__(f"{self.prefix}: {response_data(status, reason, body)}")
+
+
+class HttpStatusError(_ResponseError):
+    """Core answered with a status that is neither 2xx nor 401/403 (and is not a redirect).
+
+    ``transient`` is true for 5xx, 408, 425 and 429: the same call may work later.
+    """
+
+    prefix = "HTTP client error"
+
+    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
+        super().__init__(status, reason, body)
+        self.transient = status >= 500 or status in (408, 425, 429)
+
+
+class AuthError(_ResponseError):
+    """401 or 403: the token is missing, expired or refused, or the credentials are wrong.
+
+    Not transient: the same call fails again until the daemon authenticates anew.
+    """
+
+    prefix = "HTTP authorization error"
+
+
+class DecodeError(BackendError):
+    """A 2xx response whose body is not the JSON expected (2016: ``Failed to decode JSON``)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Failed to decode JSON: {detail}")
+        self.detail = detail
+
+
+class DownloadErrorKind(enum.StrEnum):
+    """Why a download failed; decides ``transient`` and whether the ``.part`` file is kept."""
+
+    INVALID_ID = "invalid_id"  # the update id is not a safe file name; nothing was requested
+    HTTP = "http"  # Core or the storage answered with an error status
+    NETWORK = "network"  # could not connect or timed out, after the retries
+    TRUNCATED = "truncated"  # the body stopped early, after the retries; .part kept for resume
+    SIZE_MISMATCH = "size_mismatch"  # more bytes than announced, or an inconsistent Range answer
+    CHECKSUM = "checksum"  # the sha256 is not the expected one
+    DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing
+    IO = "io"  # any other local file-system error
+
+
+_TRANSIENT_KINDS = frozenset({DownloadErrorKind.NETWORK, DownloadErrorKind.TRUNCATED})
+
+
+class DownloadError(SotaError):
+    """An update image could not be downloaded and stored; ``kind`` says why.
+
+    For :attr:`DownloadErrorKind.HTTP` and :attr:`~DownloadErrorKind.NETWORK` the message is the
+    :class:`BackendError` text (the 2016 ``DownloadFailed`` reason) and ``__cause__`` is that
+    error; ``transient`` then follows it.
+    """
+
+    def __init__(
+        self,
+        kind: DownloadErrorKind,
+        message: str,
+        *,
+        update_id: str = "",
+        transient: bool | None = None,
+    ) -> None:
+        super().__init__(
+            message, transient=kind in _TRANSIENT_KINDS if transient is None else transient
+        )
+        self.kind = kind
+        self.update_id = update_id
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, what: str, *, update_id: str = "") -> DownloadError:
+        """``IO error: No space left on device (os error 28): writing /var/sota/u1.part``."""
+        kind = (
+            DownloadErrorKind.DISK_FULL
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else DownloadErrorKind.IO
+        )
+        return cls(kind, f"{io_error_text(exc)}: {what}", update_id=update_id)
+
+
+def response_data(status: int, reason: str, body: bytes) -> str:
+    """The 2016 ``ResponseData`` display: status line, then the body if there is one."""
+    text = f"Response Code: {status} {reason}".rstrip()
+    if not body:
+        return text
+    try:
+        return f"{text}, Body:\n{body.decode('utf-8')}"
+    except UnicodeDecodeError:
+        return f"{text}, Body: {len(body)} bytes"
+
+
+def reason_phrase(status: int, sent: str = "") -> str:
+    """The standard reason for ``status`` (as 2016 hyper showed it), else what the server sent."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return sent
+
+
+def error_for_status(status: int, reason: str, body: bytes = b"") -> BackendError:
+    """The error for a non-2xx final response: :class:`AuthError` for 401/403, else status."""
+    if status in (401, 403):
+        return AuthError(status, reason, body)
+    return HttpStatusError(status, reason, body)
+
+
+def io_error_text(exc: OSError) -> str:
+    """An OSError in the 2016 (Rust ``io::Error``) form: ``IO error: <strerror> (os error N)``."""
+    if exc.errno is None:
+        return f"IO error: {exc}"
+    return f"IO error: {exc.strerror or os.strerror(exc.errno)} (os error {exc.errno})"
