@@ -6,9 +6,12 @@
      ├── ProtocolError            bytes that are not valid wire protocol 0.1
      │    └── CommandSyntaxError  a text command the 2016 grammar rejects
      ├── CommandRejected          the daemon answered with an error text, not an event
+     ├── CommandFailed            the daemon ran the command and answered with a failure event
+     ├── ConfigError              a socket path or the daemon's TOML config is unusable
      ├── TransportError           the daemon could not be reached or did not answer
      │    ├── DaemonUnavailable   no socket, or nobody listening on it
-     │    └── DaemonTimeout       connected, but no complete answer in time
+     │    ├── DaemonTimeout       connected, but no complete answer in time
+     │    └── ListenerError       the SWLM's events socket could not be created
      └── InstallError             raised by an SWLM handler: carries the ResultCode to report
 """
 
@@ -18,13 +21,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .protocol._codes import ResultCode
+    from .protocol._events import Event
 
 __all__ = [
+    "CommandFailed",
     "CommandRejected",
     "CommandSyntaxError",
+    "ConfigError",
     "DaemonTimeout",
     "DaemonUnavailable",
     "InstallError",
+    "ListenerError",
     "ProtocolError",
     "SwlmError",
     "TransportError",
@@ -60,6 +67,22 @@ class CommandRejected(SwlmError):
         self.reply = reply
 
 
+class CommandFailed(SwlmError):
+    """The daemon accepted the command but answered with a failure event.
+
+    ``event`` is the reply, e.g. ``ErrorEvent("HTTP client error: ...")`` or
+    ``NotAuthenticated()`` for ``SendUpdateReport``.
+    """
+
+    def __init__(self, message: str, event: Event) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+class ConfigError(SwlmError):
+    """A socket path, or the daemon's TOML config file it was read from, cannot be used."""
+
+
 class TransportError(SwlmError):
     """The commands or events socket failed: missing, refused, reset or timed out."""
 
@@ -70,6 +93,10 @@ class DaemonUnavailable(TransportError):
 
 class DaemonTimeout(TransportError):
     """The daemon accepted the connection but did not answer completely in time."""
+
+
+class ListenerError(TransportError):
+    """The events socket could not be created (path in use, not a socket, or no permission)."""
 
 
 class InstallError(SwlmError):

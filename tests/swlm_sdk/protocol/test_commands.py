@@ -212,9 +212,7 @@ def test_format_refuses_what_the_grammar_cannot_carry(command: Command) -> None:
         format_command(command)
 
 
-token = st.text(
-    st.characters(exclude_characters=" \t\r\n;", exclude_categories=["Cs"]), min_size=1
-)
+token = st.text(st.characters(exclude_characters=" \t\r\n;", exclude_categories=["Cs"]), min_size=1)
 result_text = st.lists(token, max_size=4).map(" ".join)
 commands = st.one_of(
     st.just(Authenticate()),

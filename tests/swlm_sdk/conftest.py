@@ -1,0 +1,148 @@
+"""Fixtures for the SDK's I/O tests: short socket directories, the fake daemon, a 2016 peer."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import pytest
+
+from swlm_sdk.testing import (
+    FakeDaemon,
+    fake_daemon,  # noqa: F401 - the fixture vendors get
+)
+
+UDS_LIMIT = 107
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short private directory: tmp_path can exceed the 107-byte AF_UNIX limit."""
+    path = Path(tempfile.mkdtemp(prefix="swlm-t-"))
+    assert len(str(path)) < 40
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Server2016:
+    """A raw-socket copy of the 2016 commands-socket framing, in a thread.
+
+    Per connection: read to EOF, record the bytes, write ``reply(request)``, shutdown(SHUT_WR),
+    close. A peer that does not half-close would hang it, as it hung the 2016 client.
+    """
+
+    def __init__(self, path: Path, reply: Callable[[bytes], bytes]) -> None:
+        self.path = str(path)
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(self.path)
+        self._sock.listen(128)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                self.requests.append(data)
+                conn.sendall(self.reply(data))
+                conn.shutdown(socket.SHUT_WR)
+
+    def __enter__(self) -> Server2016:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+def reply_2016(request: bytes) -> bytes:
+    """The 2016 client's answers for the commands an SWLM sends (package_manager = off)."""
+    words = request.decode().split()
+    if words[0] in ("SendUpdateReport", "sendup"):
+        if len(words) > 3:
+            args = ", ".join(f'"{w}"' for w in words[1:])
+            return f"Unknown Command: unexpected SendUpdateReport args: [{args}]".encode()
+        return b'"UpdateReportSent"'
+    if words[0] in ("SendInstalledPackages", "sendpack"):
+        return b'"InstalledPackagesSent"'
+    return f"Unknown Command: bad command: {request.decode()}".encode()
+
+
+@pytest.fixture
+def server_2016(sock_dir: Path) -> Iterator[Server2016]:
+    with Server2016(sock_dir / "cmd.sock", reply_2016) as server:
+        yield server
+
+
+def deliver_2016(path: str, payload: bytes) -> None:
+    """What the 2016 client's Socket::pulse did for one event: connect, write, shutdown, drop."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+
+
+class LogWaiter(logging.Handler):
+    """Wait for a log message (logged from the event loop's thread) instead of polling."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+    async def wait(self, within: float = 10.0) -> None:
+        with anyio.fail_after(within):
+            await self.seen.wait()
+
+
+@pytest.fixture
+def log_waiter() -> Iterator[Callable[[str], LogWaiter]]:
+    """``waiter = log_waiter("text")`` then ``await waiter.wait()``."""
+    logger = logging.getLogger("swlm_sdk")
+    added: list[LogWaiter] = []
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+
+    def make(text: str) -> LogWaiter:
+        waiter = LogWaiter(text)
+        logger.addHandler(waiter)
+        added.append(waiter)
+        return waiter
+
+    yield make
+    for waiter in added:
+        logger.removeHandler(waiter)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture
+def threaded_fake(sock_dir: Path) -> Iterator[FakeDaemon]:
+    """A fake daemon served from a background event loop, for blocking callers."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        daemon = FakeDaemon(sock_dir)
+        with portal.wrap_async_context_manager(daemon):
+            yield daemon

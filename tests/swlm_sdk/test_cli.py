@@ -1,0 +1,228 @@
+"""The ``swlm`` command line: output, exit codes, config lookup; ``listen`` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swlm_sdk import ErrorEvent, ResultCode
+from swlm_sdk.__main__ import main
+from swlm_sdk.protocol import GetUpdateRequests, SendUpdateReport
+from swlm_sdk.testing import FakeDaemon
+
+from .conftest import deliver_2016
+
+REPO = Path(__file__).parents[2]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_codes_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "codes")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 20
+    assert lines[0].split(None, 2) == ["0", "OK", "Operation executed successfully"]
+    assert lines[19].split(None, 2) == ["19", "GENERAL_ERROR", "Other error"]
+    for line, result in zip(lines, ResultCode, strict=True):
+        assert line.split(None, 2) == [str(result.value), result.name, result.description]
+
+
+def test_report(threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    config = threaded_fake.config_path
+    assert run(capsys, "--config", config, "report", "u1", "OK") == (0, "UpdateReportSent\n", "")
+    code, _, _ = run(capsys, "report", "--config", config, "u2", "install_failed", "dpkg:", "no")
+    assert code == 0
+    assert threaded_fake.requests == [b"SendUpdateReport u1 0", b"SendUpdateReport u2 4 dpkg: no"]
+
+
+def test_report_with_env_and_socket_override(
+    threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOTA_CONFIG", threaded_fake.config_path)
+    assert run(capsys, "report", "u1", "0")[0] == 0
+    monkeypatch.setenv("SOTA_CONFIG", "/nonexistent/sota.toml")
+    code, _, err = run(
+        capsys, "report", "--commands-socket", threaded_fake.commands_socket, "u2", "1"
+    )
+    assert (code, err) == (0, "")
+    assert len(threaded_fake.reports) == 2
+
+
+def test_packages(threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    config = threaded_fake.config_path
+    assert run(capsys, "-c", config, "packages", "a", "1", "b", "2.0")[:2] == (
+        0,
+        "InstalledPackagesSent\n",
+    )
+    assert threaded_fake.requests == [b"SendInstalledPackages a 1 b 2.0"]
+    code, _, err = run(capsys, "-c", config, "packages", "a", "1", "b")
+    assert code == 2
+    assert "odd number" in err
+
+
+def test_send_prints_the_reply_as_it_came(
+    threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = threaded_fake.config_path
+    assert run(capsys, "-c", config, "send", "getreq") == (0, '"NoUpdateRequests"\n', "")
+    assert run(capsys, "-c", config, "send", "foo")[:2] == (
+        1,
+        "Unknown Command: bad command: foo\n",
+    )
+    assert run(capsys, "-c", config, "send", "dl 5")[0] == 1  # DownloadFailed
+    assert run(capsys, "-c", config, "send", "shutdown") == (0, "\n", "")
+    assert threaded_fake.commands[0] == GetUpdateRequests()
+
+
+def test_daemon_error_is_exit_1(
+    threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    threaded_fake.set_reply(SendUpdateReport, ErrorEvent("HTTP client error: 500"))
+    code, out, err = run(capsys, "-c", threaded_fake.config_path, "report", "u1", "OK")
+    assert (code, out) == (1, "")
+    assert "Error: HTTP client error: 500" in err
+    threaded_fake.set_reply(SendUpdateReport, "Unknown Command: nope")
+    code, _, err = run(capsys, "-c", threaded_fake.config_path, "report", "u1", "OK")
+    assert code == 1
+    assert "rejected the command: Unknown Command: nope" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "u1", "BOGUS"], "unknown result code 'BOGUS'"),
+        (["report", "u 1", "OK"], "update id 'u 1' cannot be sent"),
+        (["packages", "a;b", "1"], "package name"),
+        (["report", "--timeout", "0", "u1", "OK"], "--timeout must be positive"),
+        (["--config", "/nonexistent.toml", "report", "u1", "OK"], "cannot read config"),
+        (["--commands-socket", "/" + "x" * 120, "report", "u1", "OK"], "at most 107"),
+    ],
+)
+def test_usage_errors_are_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str, sock_dir: Path
+) -> None:
+    code, out, err = run(capsys, "--events-socket", str(sock_dir / "e.sock"), *argv)
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_argparse_errors_are_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "frobnicate")[0] == 2
+    assert run(capsys)[0] == 2
+    assert run(capsys, "report", "u1")[0] == 2
+
+
+def test_unreachable_is_exit_3(sock_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--commands-socket", str(sock_dir / "none"), "report", "u1", "0")
+    assert (code, out) == (3, "")
+    assert err.startswith("swlm: no socket at ")
+
+
+def test_listen_cannot_create_socket_is_exit_4(
+    sock_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sock_dir / "file").write_text("keep me")
+    code, _, err = run(capsys, "listen", "--events-socket", str(sock_dir / "file"))
+    assert code == 4
+    assert "refusing to replace it" in err
+    assert (sock_dir / "file").read_text() == "keep me"
+
+
+@pytest.fixture
+def listen_process(sock_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    path = str(sock_dir / "ev.sock")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "swlm_sdk",
+            "listen",
+            "--events-socket",
+            path,
+            "--json",
+            "--event",
+            "DownloadComplete",
+            "--event",
+            "Future",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stderr is not None
+    try:
+        assert process.stderr.readline() == f"swlm: listening on {path}\n"  # ready to accept
+        yield process, path
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def test_listen_prints_json_lines_and_stops_on_sigterm(
+    listen_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, path = listen_process
+    assert process.stdout is not None
+    envelope = (
+        b'{"version":"0.1","event":"DownloadComplete","data":'
+        b'{"update_id":"u1","update_image":"/var/sota/u1","signature":""}}'
+    )
+    deliver_2016(
+        path, b'{"version":"0.1","event":"DownloadFailed","data":{"update_id":"u0","reason":"r"}}'
+    )
+    deliver_2016(path, b"garbage")
+    deliver_2016(path, envelope)
+    deliver_2016(path, b'{"version":"0.2","event":"Future","data":{"x":1}}')
+    assert process.stdout.readline() == envelope.decode() + "\n"
+    assert json.loads(process.stdout.readline()) == {
+        "version": "0.2",
+        "event": "Future",
+        "data": {"x": 1},
+    }
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert not os.path.exists(path)
+
+
+def test_listen_readable_lines(sock_dir: Path) -> None:
+    path = str(sock_dir / "ev.sock")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swlm_sdk", "listen", "--events-socket", path, "--count", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline().startswith("swlm: listening on")
+    deliver_2016(
+        path,
+        b'{"version":"0.1","event":"DownloadComplete","data":'
+        b'{"update_id":"u1","update_image":"/a b","signature":""}}',
+    )
+    deliver_2016(
+        path,
+        b'{"version":"0.1","event":"DownloadFailed","data":{"update_id":"u2","reason":"IO error"}}',
+    )
+    out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert out.splitlines() == [
+        "DownloadComplete update_id=u1 update_image='/a b' signature=''",
+        "DownloadFailed update_id=u2 reason='IO error'",
+    ]
