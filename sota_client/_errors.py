@@ -113,7 +113,7 @@ class DownloadErrorKind(enum.StrEnum):
     """Why a download failed; decides ``transient`` and whether the ``.part`` file is kept."""
 
     INVALID_ID = "invalid_id"  # the update id is not a safe file name; nothing was requested
-    HTTP = "http"  # Core or the storage answered with an error status
+    HTTP = "http"  # an error status, or a redirect gone wrong (no Location, too many hops)
     NETWORK = "network"  # could not connect or timed out, after the retries
     TRUNCATED = "truncated"  # the body stopped early, after the retries; .part kept for resume
     SIZE_MISMATCH = "size_mismatch"  # more bytes than announced, or an inconsistent Range answer

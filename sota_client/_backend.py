@@ -1,0 +1,634 @@
+"""Core and auth-server HTTP calls over one long-lived httpx client; the only module using httpx.
+
+The 2016 wire behaviour is kept (paths, bodies, headers, ``Url::join`` semantics, error texts)
+and its bugs are fixed: chunked bodies are read, redirects are bounded, TLS is verified, tokens
+are refreshed before they expire, and a call refused with 401/403 is retried once after
+re-authenticating (with backoff, so bad credentials never cause a tight loop).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import re
+import ssl
+import time
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Annotated, Self, TypeVar, cast
+
+import anyio
+import httpx
+import msgspec
+
+from swlm_sdk.protocol import Package, UpdateReport, UpdateRequest
+
+from ._download import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    DownloadResult,
+    Progress,
+    StreamedResponse,
+    check_update_id,
+    download_update,
+)
+from ._errors import (
+    AuthError,
+    BackendError,
+    DecodeError,
+    SotaError,
+    TransportError,
+    error_for_status,
+    reason_phrase,
+)
+
+__all__ = ["AccessToken", "AuthSettings", "CoreBackend"]
+
+logger = logging.getLogger(__name__)
+if logging.getLogger("httpx").level == logging.NOTSET:
+    # httpx logs every request at INFO with its full URL, query included, and presigned storage
+    # URLs carry credentials there; our own lines (below) leave the query out.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+T = TypeVar("T")
+
+JSON_LIMIT = 16 << 20
+"""Largest JSON response accepted (the update list, a token)."""
+
+ERROR_BODY_LIMIT = 64 << 10
+"""Bytes of an error or ignored body kept (error texts) or drained (so the connection is reused)."""
+
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_JSON = "application/json"  # no charset: the 2016 client sent none ("to keep RVI happy")
+_FORM = "application/x-www-form-urlencoded; charset=utf-8"
+_TOKEN_BODY = b"grant_type=client_credentials"
+_MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
+_ENCODER = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """The ``[auth]`` section: OAuth2 client-credentials server and credentials."""
+
+    server: str
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+class AccessToken(msgspec.Struct, frozen=True):
+    """The token response; all four fields are required, as in 2016 (extra fields ignored)."""
+
+    access_token: str
+    token_type: str  # ignored: the token is always sent as Bearer (2016)
+    expires_in: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]  # an i32 in 2016
+    scope: str
+
+    def __repr__(self) -> str:  # the token is a secret: keep it out of logs and tracebacks
+        return (
+            f"AccessToken(access_token=<{len(self.access_token)} chars>, "
+            f"token_type={self.token_type!r}, expires_in={self.expires_in}, scope={self.scope!r})"
+        )
+
+
+_TOKEN_DECODER = msgspec.json.Decoder(AccessToken)
+_UPDATES_DECODER = msgspec.json.Decoder(list[UpdateRequest])
+
+
+class CoreBackend:
+    """The device side of Core's ``/api/v1/mydevice/<uuid>`` API and of the auth server.
+
+    Use it as an async context manager; it owns one keep-alive HTTP/1.1 client. Every request
+    carries ``User-Agent``; with ``auth`` set, Core requests carry ``Authorization: Bearer``
+    (fetched lazily, refreshed before ``expires_in`` runs out), and never otherwise.
+
+    :param core_url: ``core.server``; the API path replaces any path it has (2016 ``Url::join``).
+    :param device_uuid: ``device.uuid``, percent-encoded into every path.
+    :param auth: the ``[auth]`` section, or None for an open Core (no token, no Authorization).
+    :param ca_file: ``device.certificates_path``: the CA bundle that verifies https servers. It
+        must load when a configured URL is https; for plain http it only serves redirects to
+        https, and the system's CAs are used when it is missing.
+    :param timeout: seconds for each connect, read, write and pool wait; a whole JSON call (all
+        its redirects and its body) must finish within three times this.
+    :param on_authenticated: awaited after every successful token fetch (2016 re-sent the
+        package list and system info then); its exceptions are logged, not raised.
+    :param backoff: waits between token requests after failures and between download retries.
+    :param auth_attempts: token requests made to recover from a 401/403 before giving up.
+    :param download_retries: retries of a download that makes no progress.
+    :param clock: monotonic seconds, injectable for token-expiry tests.
+    :param transport: an httpx transport to use instead of the network (tests only).
+    :raises SotaError: a URL is not absolute http(s), or an https URL is configured and the CA
+        bundle cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        core_url: str,
+        device_uuid: str,
+        *,
+        auth: AuthSettings | None = None,
+        ca_file: str | None = None,
+        timeout: float = 20.0,
+        user_agent: str | None = None,
+        on_authenticated: Callable[[], Awaitable[None]] | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        auth_attempts: int = 5,
+        download_retries: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._core = _base_url(core_url, "core.server")
+        self._device_path = "/api/v1/mydevice/" + _segment(device_uuid, "device.uuid")
+        self._auth = auth
+        self._token_url: httpx.URL | None = None
+        self._basic = ""
+        urls = [self._core]
+        if auth is not None:
+            self._token_url = _base_url(auth.server, "auth.server").join("/token")
+            urls.append(self._token_url)
+            credentials = f"{auth.client_id}:{auth.client_secret}".encode()
+            self._basic = "Basic " + base64.b64encode(credentials).decode("ascii")
+        verify = _tls_context(ca_file, required=any(url.scheme == "https" for url in urls))
+        self._deadline = 3 * timeout
+        self._on_authenticated = on_authenticated
+        self._backoff = backoff
+        self._auth_attempts = max(1, auth_attempts)
+        self._download_retries = download_retries
+        self._clock = clock
+        self._token: AccessToken | None = None
+        self._refresh_at: float | None = None
+        self._token_failures = 0
+        self._token_lock = anyio.Lock()
+        self._client = httpx.AsyncClient(
+            verify=verify,
+            trust_env=False,  # no proxy or CA settings from the environment of a daemon
+            follow_redirects=False,  # followed by hand: bounded, and without Authorization
+            http1=True,
+            http2=False,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+        )
+        headers = self._client.headers
+        del headers["Accept"]  # 2016 sent none
+        headers["Accept-Encoding"] = "identity"  # image bytes and Range offsets stay exact
+        headers["User-Agent"] = user_agent or _default_user_agent()
+
+    # -- lifecycle and state --------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and its connections."""
+        await self._client.aclose()
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether an ``[auth]`` section was given."""
+        return self._auth is not None
+
+    @property
+    def authenticated(self) -> bool:
+        """True without ``[auth]``, else whether a token is held (it may be due for refresh)."""
+        return self._auth is None or self._token is not None
+
+    @property
+    def token(self) -> AccessToken | None:
+        """The token held, if any."""
+        return self._token
+
+    # -- the calls ------------------------------------------------------------------------
+
+    async def authenticate(self) -> AccessToken | None:
+        """Fetch a new token (``POST <auth.server>/token``); None when no auth is configured.
+
+        After failed attempts, the request waits first (backoff), so a caller that retries at
+        once cannot make a tight loop.
+
+        :raises AuthError: the auth server refused the credentials (401/403).
+        :raises BackendError: it could not be reached, failed, or sent an invalid token.
+        """
+        if self._auth is None:
+            return None
+        async with self._token_lock:
+            token = await self._fetch_token()
+        await self._notify_authenticated()
+        return token
+
+    async def get_update_requests(self) -> list[UpdateRequest]:
+        """``GET /updates``: the pending and in-flight updates, stably sorted by ``installPos``."""
+        body = await self._call("GET", "/updates", body_limit=JSON_LIMIT)
+        requests: list[UpdateRequest] = _decode(_UPDATES_DECODER, body)
+        return sorted(requests, key=lambda request: request.install_pos)
+
+    async def send_update_report(self, report: UpdateReport) -> None:
+        """``POST /updates/<update_id>`` with the JSON array of the report's operation results."""
+        path = "/updates/" + _segment(report.update_id, "update id")
+        await self._call("POST", path, content=_ENCODER.encode(report.operation_results))
+
+    async def send_installed_packages(self, packages: Sequence[Package]) -> None:
+        """``PUT /installed`` with ``[{"name":..,"version":..}]``; Core replaces its list."""
+        await self._call("PUT", "/installed", content=_ENCODER.encode(list(packages)))
+
+    async def send_system_info(self, text: str) -> None:
+        """``PUT /system_info`` with the system_info output as-is (Core requires JSON)."""
+        await self._call("PUT", "/system_info", content=text.encode("utf-8"))
+
+    async def download(
+        self,
+        update_id: str,
+        packages_dir: str,
+        *,
+        progress: Progress | None = None,
+        expected_sha256: str | None = None,
+    ) -> DownloadResult:
+        """``GET /updates/<id>/download`` into ``<packages_dir>/<id>``; see ``download_update``.
+
+        The id is checked before any request. Redirects (e.g. to presigned storage URLs) are
+        followed without ``Authorization``; a 401/403 re-authenticates and resumes once.
+
+        :raises DownloadError: the image could not be fetched or stored (the 2016
+            ``DownloadFailed`` reason is its text).
+        :raises AuthError: still refused after re-authenticating.
+        """
+        check_update_id(update_id)
+        url = self._core.join(f"{self._device_path}/updates/{_segment(update_id)}/download")
+
+        async def attempt(credentials: _Credentials) -> DownloadResult:
+            @asynccontextmanager
+            async def fetch(extra: Mapping[str, str]) -> AsyncIterator[StreamedResponse]:
+                headers = {**await credentials.headers(), **extra}
+                async with self._open("GET", url, headers) as response:
+                    yield response
+
+            return await download_update(
+                fetch,
+                packages_dir,
+                update_id,
+                progress=progress,
+                retries=self._download_retries,
+                backoff=self._backoff,
+                expected_sha256=expected_sha256,
+            )
+
+        return await self._authorized(attempt)
+
+    # -- auth -----------------------------------------------------------------------------
+
+    async def _call(
+        self, method: str, suffix: str, *, content: bytes | None = None, body_limit: int = 0
+    ) -> bytes:
+        """One Core call, authorized: ``content`` is sent as JSON; returns the 2xx body."""
+        url = self._core.join(self._device_path + suffix)
+
+        async def attempt(credentials: _Credentials) -> bytes:
+            headers = await credentials.headers()
+            if content is not None:
+                headers["Content-Type"] = _JSON
+            return await self._exchange(method, url, headers, content, body_limit)
+
+        return await self._authorized(attempt)
+
+    async def _authorized(self, operation: Callable[[_Credentials], Awaitable[T]]) -> T:
+        """Run ``operation``; if Core refuses its token, re-authenticate and run it once more."""
+        credentials = _Credentials(self)
+        try:
+            return await operation(credentials)
+        except AuthError as exc:
+            if self._auth is None or credentials.refused:
+                raise
+            logger.warning("HTTP authorization failed: %s; authenticating again", exc)
+        await self._reauthenticate(stale=credentials.used)
+        return await operation(credentials)
+
+    async def _current_token(self) -> AccessToken | None:
+        """The token to send, fetched first if none is held or it is due for refresh."""
+        if self._auth is None:
+            return None
+        fetched = False
+        async with self._token_lock:
+            if self._token is None or (
+                self._refresh_at is not None and self._clock() >= self._refresh_at
+            ):
+                await self._fetch_token()
+                fetched = True
+            token = self._token
+        if fetched:
+            await self._notify_authenticated()
+        return token
+
+    async def _reauthenticate(self, stale: AccessToken | None) -> None:
+        """Replace a refused token, trying up to ``auth_attempts`` times with backoff."""
+        async with self._token_lock:
+            if self._token is not None and self._token is not stale:
+                return  # another call already replaced it
+            self._token = None
+            for attempt in range(1, self._auth_attempts + 1):
+                try:
+                    await self._fetch_token()
+                    break
+                except BackendError as exc:
+                    if attempt == self._auth_attempts or not (
+                        exc.transient or isinstance(exc, AuthError)
+                    ):
+                        raise
+                    logger.warning("Authentication attempt %d failed: %s", attempt, exc)
+        await self._notify_authenticated()
+
+    async def _fetch_token(self) -> AccessToken:
+        """One token request (after a backoff wait if the last ones failed); lock held."""
+        assert self._token_url is not None
+        if self._token_failures:
+            await self._backoff.wait(self._token_failures)
+        headers = {"Authorization": self._basic, "Content-Type": _FORM}
+        try:
+            body = await self._exchange("POST", self._token_url, headers, _TOKEN_BODY, JSON_LIMIT)
+            token = _decode(_TOKEN_DECODER, body)
+        except BackendError:
+            self._token = None
+            self._token_failures += 1
+            raise
+        self._token_failures = 0
+        self._token = token
+        self._refresh_at = _refresh_time(self._clock(), token.expires_in)
+        logger.info("Authenticated; the token expires in %d s", token.expires_in)
+        return token
+
+    async def _notify_authenticated(self) -> None:
+        if self._on_authenticated is None:
+            return
+        try:
+            await self._on_authenticated()
+        except Exception:
+            logger.exception("The on_authenticated callback failed")
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        body_limit: int,
+    ) -> bytes:
+        """One request and its bounded body, under a deadline; non-2xx raises."""
+        try:
+            with anyio.fail_after(self._deadline):
+                async with self._open(method, url, headers, content) as response:
+                    if not 200 <= response.status < 300:
+                        body = await response.read(ERROR_BODY_LIMIT)
+                        raise error_for_status(response.status, response.reason, body)
+                    if not body_limit:
+                        await response.read(ERROR_BODY_LIMIT)  # drained for keep-alive
+                        return b""
+                    body = await response.read(body_limit + 1)
+        except TimeoutError:
+            raise TransportError(
+                f"HTTP transport error: {method} {_show(url)}: "
+                f"no complete answer within {self._deadline:g} s"
+            ) from None
+        if len(body) > body_limit:
+            raise BackendError(
+                f"HTTP client error: {method} {_show(url)}: "
+                f"the response is larger than {body_limit} bytes"
+            )
+        return body
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes | None = None,
+    ) -> AsyncIterator[_Response]:
+        """Send a request and follow redirects (without Authorization); yield the final response."""
+        request_headers = dict(headers)
+        for _hop in range(MAX_REDIRECTS + 1):
+            logger.info("%s %s", method, _show(url))
+            try:
+                request = self._client.build_request(
+                    method, url, headers=request_headers, content=content
+                )
+                response = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise _transport_error(method, url, exc) from exc
+            try:
+                reason = reason_phrase(response.status_code, response.reason_phrase)
+                logger.info("Response status: %d %s", response.status_code, reason)
+                if response.status_code not in _REDIRECTS:
+                    yield _Response(response, method, url)
+                    return
+                location = response.headers.get("Location")
+                if not location:
+                    raise BackendError(
+                        "Http client error: redirect missing Location header "
+                        f"({response.status_code} {reason} from {method} {_show(url)})"
+                    )
+                url = _redirect_target(url, location)
+                # 2016: a redirect goes out without credentials (presigned storage URLs).
+                request_headers.pop("Authorization", None)
+                if response.status_code == 303:
+                    method, content = "GET", None
+                    request_headers.pop("Content-Type", None)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+        raise BackendError(f"Http client error: more than {MAX_REDIRECTS} redirects")
+
+
+class _Credentials:
+    """The Authorization one call sends, and which token it used (to tell a stale refusal)."""
+
+    def __init__(self, backend: CoreBackend) -> None:
+        self._backend = backend
+        self.used: AccessToken | None = None
+        self.refused = False  # the token request itself was refused: re-trying cannot help
+
+    async def headers(self) -> dict[str, str]:
+        try:
+            token = await self._backend._current_token()
+        except AuthError:
+            self.refused = True
+            raise
+        self.used = token
+        return {} if token is None else {"Authorization": f"Bearer {token.access_token}"}
+
+
+class _Response:
+    """An open httpx response as ``StreamedResponse``: httpx errors become TransportError."""
+
+    def __init__(self, response: httpx.Response, method: str, url: httpx.URL) -> None:
+        self._response = response
+        self._method = method
+        self._url = url
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def reason(self) -> str:
+        return reason_phrase(self._response.status_code, self._response.reason_phrase)
+
+    def header(self, name: str) -> str | None:
+        value: str | None = self._response.headers.get(name)
+        return value
+
+    def iter_raw(self) -> AsyncGenerator[bytes, None]:
+        return self._translated(self._response.aiter_raw())
+
+    async def read(self, limit: int) -> bytes:
+        body = bytearray()
+        async with aclosing(self._translated(self._response.aiter_bytes())) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) >= limit:
+                    break
+        return bytes(body[:limit])
+
+    async def _translated(self, chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+        """The chunks, with httpx errors as TransportError; ends ``chunks`` when closed early."""
+        source = _generator(chunks)
+        ended = False
+        try:
+            async for chunk in source:
+                yield chunk
+            ended = True
+        except httpx.HTTPError as exc:
+            ended = True
+            raise _transport_error(self._method, self._url, exc) from exc
+        finally:
+            if not ended:
+                await self._finish(source)
+
+    async def _finish(self, source: AsyncGenerator[bytes, None]) -> None:
+        """Run httpx's chain of body generators to its end, so that none is left suspended.
+
+        Closing only the outer one would leave the inner ones to the garbage collector, which
+        trio reports as a ResourceWarning (encode/httpx#3686). Once the response is closed, the
+        innermost read fails at once and that error ends every generator of the chain.
+        """
+        with anyio.CancelScope(shield=True):
+            await self._response.aclose()
+            with contextlib.suppress(Exception):
+                async for _ in source:
+                    pass
+
+
+def _generator(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """httpx's body iterators are async generators; typed as such so they can be closed."""
+    return cast(AsyncGenerator[bytes, None], chunks)
+
+
+def _refresh_time(now: float, expires_in: int) -> float | None:
+    """When to fetch a new token: 10% of the lifetime (at least 30 s, at most half) early.
+
+    A lifetime of zero or less means "unknown": the token is kept until Core refuses it.
+    """
+    if expires_in <= 0:
+        return None
+    margin = min(max(0.1 * expires_in, 30.0), 0.5 * expires_in)
+    return now + expires_in - margin
+
+
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Decode a JSON body, with the 2016 wording for a missing field."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        missing = _MISSING_FIELD.match(str(exc))
+        raise DecodeError(f'MissingFieldError("{missing[1]}")' if missing else str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from None
+
+
+def _segment(value: str, what: str = "update id") -> str:
+    """``value`` percent-encoded as one path segment (``.`` and ``..`` too, so they stay ids)."""
+    if not value:
+        raise BackendError(f"Http client error: the {what} is empty")
+    try:
+        quoted = urllib.parse.quote(value, safe="")
+    except UnicodeEncodeError:
+        raise BackendError(f"Http client error: the {what} {value!r} is not valid UTF-8") from None
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+def _base_url(value: str, what: str) -> httpx.URL:
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise SotaError(f"Url parse error: {what} = {value!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SotaError(f"Url parse error: {what} = {value!r} is not an absolute http(s) URL")
+    return url
+
+
+def _redirect_target(url: httpx.URL, location: str) -> httpx.URL:
+    try:
+        target = url.join(location)
+    except httpx.InvalidURL as exc:
+        raise BackendError(f"Url parse error: redirect to {location[:200]!r}: {exc}") from None
+    if target.scheme not in ("http", "https") or not target.host:
+        raise BackendError(f"Http client error: redirect to a non-http URL {_show(target)}")
+    return target
+
+
+def _tls_context(ca_file: str | None, *, required: bool) -> ssl.SSLContext:
+    """One verifying context for the client's whole life (building one per request is slow)."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = exc.strerror or str(exc)
+        if required:
+            raise SotaError(f"couldn't set CA certificates: {ca_file}: {reason}") from None
+        logger.info(
+            "CA certificates %s not loaded (%s); using the system's for https", ca_file, reason
+        )
+        return ssl.create_default_context()
+
+
+def _show(url: httpx.URL) -> str:
+    """``scheme://host[:port]/path``: no query (presigned URLs carry credentials there)."""
+    path = url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{path}"
+
+
+_TRANSPORT_WHAT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.ConnectTimeout, "timed out connecting"),
+    (httpx.ReadTimeout, "timed out waiting for data"),
+    (httpx.WriteTimeout, "timed out sending"),
+    (httpx.PoolTimeout, "timed out waiting for a free connection"),
+    (httpx.ConnectError, "could not connect"),
+    (httpx.ReadError, "receiving failed"),
+    (httpx.WriteError, "sending failed"),
+    (httpx.RemoteProtocolError, "the server closed the connection or broke HTTP"),
+    (httpx.UnsupportedProtocol, "unsupported URL"),
+)
+
+
+def _transport_error(method: str, url: httpx.URL, exc: httpx.HTTPError) -> TransportError:
+    what = next((text for kind, text in _TRANSPORT_WHAT if isinstance(exc, kind)), "failed")
+    detail = str(exc) or type(exc).__name__
+    return TransportError(f"HTTP transport error: {method} {_show(url)}: {what}: {detail}")
+
+
+def _default_user_agent() -> str:
+    from . import __version__  # late: the package imports this module
+
+    return f"sota_client/{__version__}"
