@@ -1,0 +1,167 @@
+"""The daemon's root: builds every part from the config and runs them in one task group.
+
+Start-up order: journal, Core backend, gateways (``READY=1`` once they listen), then
+``Authenticate`` (which, as in 2016, sends the package list and system info), downloads that a
+previous run left unfinished, the report and event retry loops, and the poller. SIGTERM, SIGINT
+and the ``Shutdown`` command cancel the group; installs run shielded and finish first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import anyio
+from anyio.abc import TaskGroup
+
+from swlm_sdk.protocol import Authenticate, GetUpdateRequests, StartDownload
+
+from . import _systemd
+from ._backend import AuthSettings, CoreBackend
+from ._config import Config
+from ._errors import SotaError
+from ._interpreter import Interpreter, Services
+from ._reports import ReportSender
+from ._store import Journal
+from ._sysinfo import run_system_info
+from .gateways import CommandServer, EventOutbox, run_console
+from .pacman import create_package_manager
+
+__all__ = ["run"]
+
+logger = logging.getLogger(__name__)
+
+_UNSUPPORTED_GATEWAYS = ("dbus", "http", "rvi", "websocket")
+
+
+def run(config: Config) -> int:
+    """Run the daemon until it is stopped; return the process exit status."""
+    try:
+        anyio.run(_main, config)
+    except (SotaError, BaseExceptionGroup) as exc:
+        error = _sota_error(exc)
+        if error is None:
+            raise
+        logger.error("couldn't start: %s", error)
+        print(f"sota_client: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sota_error(exc: BaseException) -> SotaError | None:
+    """The start-up error inside a (possibly nested) exception group, if that is what it is."""
+    if isinstance(exc, SotaError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _sota_error(exc.exceptions[0])
+    return None
+
+
+async def _main(config: Config) -> None:
+    for name in _UNSUPPORTED_GATEWAYS:
+        if getattr(config.gateway, name):
+            logger.warning(
+                "[gateway] %s = true: this gateway is not available in this version; ignored",
+                name,
+            )
+    os.makedirs(config.device.packages_dir, exist_ok=True)
+    journal = Journal.open(os.path.join(config.device.state_dir, "sota.db"))
+    try:
+        async with _backend(config) as backend, anyio.create_task_group() as tg:
+            await _serve(config, journal, backend, tg)
+    finally:
+        journal.close()
+        _systemd.notify("STOPPING=1")
+        logger.info("Stopped")
+
+
+def _backend(config: Config) -> CoreBackend:
+    auth = None
+    if config.auth is not None:
+        auth = AuthSettings(
+            server=config.auth.server,
+            client_id=config.auth.client_id,
+            client_secret=config.auth.client_secret,
+        )
+    return CoreBackend(
+        config.core.server,
+        config.device.uuid,
+        auth=auth,
+        ca_file=config.device.certificates_path,
+        timeout=config.core.timeout,
+    )
+
+
+async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: TaskGroup) -> None:
+    manager = config.device.package_manager
+    system_info: Callable[[], Awaitable[str]] | None = None
+    if config.device.system_info is not None:
+        system_info = functools.partial(run_system_info, config.device.system_info)
+    reports = ReportSender(backend, journal)
+    services = Services(
+        backend=backend,
+        journal=journal,
+        reports=reports,
+        packages_dir=config.device.packages_dir,
+        package_manager=create_package_manager(manager.kind, manager.path),
+        system_info=system_info,
+        shutdown=tg.cancel_scope.cancel,
+    )
+    interpreter = Interpreter(services, tg)
+    tg.start_soon(_stop_on_signals, tg)
+    tg.start_soon(_systemd.watchdog)
+
+    network = config.network
+    if config.gateway.socket:
+        outbox = EventOutbox(network.socket_events_path, journal)
+        services.subscribers.append(outbox.publish)
+        server = CommandServer(
+            network.socket_commands_path,
+            interpreter.execute,
+            mode=network.socket_mode,
+            group=network.socket_group,
+        )
+        await tg.start(server.serve)
+        logger.info("Sending events to %s", network.socket_events_path)
+        tg.start_soon(outbox.run)
+    if config.gateway.console:
+        tg.start_soon(run_console, interpreter.execute, sys.stdin, sys.stdout)
+    _systemd.notify("READY=1", "STATUS=Starting: authenticating with Core")
+
+    tg.start_soon(reports.run, interpreter.publish)
+    await interpreter.execute(Authenticate())
+    for update_id in journal.downloads_in_progress():
+        logger.info("Resuming the download of update %s", update_id)
+        interpreter.submit(StartDownload(update_id))
+    if config.core.polling:
+        tg.start_soon(_poll, interpreter, config.core.polling_sec)
+    _systemd.notify("STATUS=Running")
+
+
+async def _poll(interpreter: Interpreter, seconds: int) -> None:
+    """Ask Core for updates every ``seconds``, counted from when all follow-up work is done.
+
+    Polling while an update is still being processed made the 2016 client download and install
+    it twice (PRO-1654); waiting for idle prevents that.
+    """
+    logger.info("Polling for new updates every %d seconds.", seconds)
+    while True:
+        await interpreter.activity.wait_idle()
+        await anyio.sleep(seconds)
+        await interpreter.activity.wait_idle()
+        _systemd.notify("STATUS=Polling Core for updates")
+        await interpreter.execute(GetUpdateRequests())
+        _systemd.notify("STATUS=Running")
+
+
+async def _stop_on_signals(tg: TaskGroup) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("Received %s; stopping", signal.Signals(signum).name)
+            _systemd.notify("STOPPING=1")
+            tg.cancel_scope.cancel()
+            return
