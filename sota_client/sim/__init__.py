@@ -15,6 +15,7 @@ from ._faults import DropFault as DropFault
 from ._faults import ExpireTokensFault as ExpireTokensFault
 from ._faults import Fault as Fault
 from ._faults import RedirectFault as RedirectFault
+from ._faults import StallFault as StallFault
 from ._faults import StatusFault as StatusFault
 from ._faults import TruncateFault as TruncateFault
 from ._models import BlockedInstall as BlockedInstall
@@ -49,6 +50,7 @@ __all__ = [
     "ReportedResult",
     "RequestRecord",
     "SimError",
+    "StallFault",
     "StatusFault",
     "TokenResponse",
     "TruncateFault",

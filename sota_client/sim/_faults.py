@@ -16,6 +16,7 @@ __all__ = [
     "Fault",
     "FaultBook",
     "RedirectFault",
+    "StallFault",
     "StatusFault",
     "TruncateFault",
     "decode_faults",
@@ -77,6 +78,15 @@ class TruncateFault(_FaultBase, frozen=True, tag="truncate"):
     after: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
+class StallFault(_FaultBase, frozen=True, tag="stall"):
+    """Announce the full Content-Length, send the first ``after`` bytes, then go silent for
+    ``seconds`` (cut short when the simulator stops) before closing: a link that hangs
+    mid-download, so a test can kill the client while it has part of the image."""
+
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+
+
 class DropFault(_FaultBase, frozen=True, tag="drop"):
     """Read the request, then close the connection without answering."""
 
@@ -106,6 +116,7 @@ Fault = (
     StatusFault
     | DelayFault
     | TruncateFault
+    | StallFault
     | DropFault
     | ExpireTokensFault
     | ChunkedFault

@@ -25,6 +25,7 @@ from ._faults import (
     ExpireTokensFault,
     Fault,
     RedirectFault,
+    StallFault,
     StatusFault,
     TruncateFault,
 )
@@ -161,8 +162,10 @@ class _Connection(BaseHTTPRequestHandler):
                 req,
                 response,
                 chunk_size=fault.chunk_size if isinstance(fault, ChunkedFault) else None,
-                truncate_at=fault.after if isinstance(fault, TruncateFault) else None,
+                truncate_at=fault.after if isinstance(fault, TruncateFault | StallFault) else None,
             )
+            if isinstance(fault, StallFault):
+                self.app.stopping.wait(fault.seconds)
 
     def _read_request(self) -> tuple[RouteMatch, Request, int] | None:
         """Route the request and read its body; None when it was answered or the client left."""

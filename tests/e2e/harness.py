@@ -1,0 +1,156 @@
+"""Runs the daemon as a real process against the simulator, as an integrator would.
+
+Readiness is the daemon's own ``READY=1`` on a ``NOTIFY_SOCKET`` the test binds (the systemd
+``Type=notify`` contract), so no test sleeps to wait for start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DEVICE = "123e4567-e89b-12d3-a456-426655440000"
+READY_TIMEOUT = 30.0
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class DaemonProcess:
+    """One ``sota_client`` process with its config, log file and notify socket."""
+
+    def __init__(self, workdir: Path, core_url: str, **sections: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.commands_socket = workdir / "cmd.sock"
+        self.events_socket = workdir / "ev.sock"
+        self.packages_dir = workdir / "packages"
+        self.state_dir = workdir / "state"
+        config: dict[str, dict[str, Any]] = {
+            "core": {"server": core_url, "polling_sec": 1},
+            "device": {
+                "uuid": DEVICE,
+                "packages_dir": str(self.packages_dir),
+                "state_dir": str(self.state_dir),
+                "system_info": "",
+                "certificates_path": str(workdir / "no-ca.pem"),
+            },
+            "gateway": {"socket": True},
+            "network": {
+                "socket_commands_path": str(self.commands_socket),
+                "socket_events_path": str(self.events_socket),
+            },
+        }
+        for name, keys in sections.items():
+            config.setdefault(name, {}).update(keys)
+        self.config_path = write_config(workdir / "sota.toml", config)
+        self.log_path = workdir / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        self.statuses: list[str] = []
+
+    def start(self, *, stdin: int | None = subprocess.DEVNULL) -> DaemonProcess:
+        """Start the process and return once it said READY=1."""
+        notify_path = str(self.workdir / f"notify{self.runs}")
+        self.runs += 1
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": notify_path,
+            "SOTA_LOG": "debug",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("SOTA_CONFIG", None)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sota_client", "--config", str(self.config_path)],
+                stdin=stdin,
+                stdout=subprocess.PIPE if stdin == subprocess.PIPE else log,
+                stderr=log,
+                env=env,
+            )
+        try:
+            self._wait_ready(notify)
+        finally:
+            notify.close()
+            os.unlink(notify_path)
+        return self
+
+    def _wait_ready(self, notify: socket.socket) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        notify.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                message = notify.recv(4096).decode()
+            except TimeoutError:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"the daemon exited with {self.proc.returncode}:\n{self.log()}"
+                    ) from None
+                continue
+            self.statuses.append(message)
+            if "READY=1" in message.split("\n"):
+                return
+        raise AssertionError(f"no READY=1 within {READY_TIMEOUT} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process and return its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the daemon did not stop on {sig!r}:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        """``kill -9``: no clean-up at all, as in a power cut of the process."""
+        self.stop(signal.SIGKILL)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, predicate: Callable[[str], bool], timeout: float = 30.0) -> str:
+        """Wait until the log satisfies ``predicate`` (the daemon flushes every line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if predicate(text):
+                return text
+            if not self.running():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"the log never matched:\n{self.log()}")
+
+
+MakeDaemon = Callable[..., DaemonProcess]
+"""The ``make_daemon`` fixture: ``make_daemon(core_url, section={key: value}, ...)``."""
