@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""swlm_flash: an example SWLM that flashes firmware into the inactive slot of an A/B pair.
+
+A template to copy: it depends only on ``swlm_sdk`` and the standard library. Lines marked
+``ADAPT:`` are the places a vendor usually changes. Run ``python swlm_flash.py --help``.
+
+The update is a bundle: an uncompressed tar holding exactly ``manifest.json``
+(``{"name": ..., "version": "1.4.2", "sha256": <hex of image.bin>, "size": <bytes>}``) and
+``image.bin``. Build one with :func:`make_bundle`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import stat
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swlm_sdk import DownloadComplete, InstallError, ResultCode, SwlmError
+from swlm_sdk.app import App
+
+log = logging.getLogger("swlm_flash")
+
+# ADAPT: where the SDK keeps its journal of handled updates (systemd's StateDirectory= wins).
+DEFAULT_STATE_DIR = "/var/lib/swlm-flash"
+BLOCK = 1 << 20  # copy and hash in 1 MiB blocks: bounded memory for any image size
+MAX_MANIFEST = 64 << 10
+DEFAULT_NAME = "firmware"  # the package name to report when the boot state has none
+MAX_BOOT_STATE = 64 << 10
+MANIFEST, IMAGE = "manifest.json", "image.bin"
+SLOTS = ("a", "b")
+# Names and versions are sent to Core in the package list, whose grammar has no blanks or ';'.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+# ADAPT: this example's version scheme is dotted numbers ("1.4.2"); change `version_key` too.
+VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,7}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort key of a dotted-numeric version; trailing zeros do not count (1.2 == 1.2.0)."""
+    parts = [int(part) for part in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+# -- the bundle ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` says about ``image.bin``."""
+
+    name: str
+    version: str
+    sha256: str
+    size: int
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Validate ``manifest.json``; unknown keys are ignored so that newer bundles still load.
+
+    :raises InstallError: VALIDATION_FAILED, naming what is wrong.
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
+        raise _invalid(f"{MANIFEST} is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise _invalid(f"{MANIFEST} must be a JSON object")
+    fields: dict[str, Any] = {}
+    for key, kind in (("name", str), ("version", str), ("sha256", str), ("size", int)):
+        value = document.get(key)
+        # bool is an int in Python, but `"size": true` is not a size.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _invalid(f"{MANIFEST}: {key!r} must be a {kind.__name__}, got {value!r}")
+        fields[key] = value
+    fields["sha256"] = fields["sha256"].lower()  # `sha256sum` prints lowercase; accept both
+    manifest = Manifest(**fields)
+    if not NAME.fullmatch(manifest.name):
+        raise _invalid(f"{MANIFEST}: bad name {manifest.name!r}")
+    if not VERSION.fullmatch(manifest.version):
+        raise _invalid(f"{MANIFEST}: version {manifest.version!r} is not like 1.4.2")
+    if not SHA256.fullmatch(manifest.sha256):
+        raise _invalid(f"{MANIFEST}: sha256 must be 64 hex digits")
+    if manifest.size < 0:
+        raise _invalid(f"{MANIFEST}: negative size {manifest.size}")
+    return manifest
+
+
+def _invalid(text: str) -> InstallError:
+    return InstallError(ResultCode.VALIDATION_FAILED, text)
+
+
+def open_bundle(tar: tarfile.TarFile) -> tuple[Manifest, tarfile.TarInfo]:
+    """Check the bundle's members and read its manifest; nothing is ever extracted to disk.
+
+    :raises InstallError: VALIDATION_FAILED for any other member, a link, a duplicate, or a
+        manifest that does not describe ``image.bin``.
+    """
+    members: dict[str, tarfile.TarInfo] = {}
+    # Read at most three headers: a bundle has two members, and a huge archive of tiny
+    # members must not make us walk all of it.
+    for _ in range(3):
+        member = tar.next()
+        if member is None:
+            break
+        if member.name not in (MANIFEST, IMAGE) or member.name in members:
+            raise _invalid(f"unexpected member {member.name!r} in the bundle")
+        if not member.isreg():
+            raise _invalid(f"bundle member {member.name!r} is not a regular file")
+        members[member.name] = member
+    for name in (MANIFEST, IMAGE):
+        if name not in members:
+            raise _invalid(f"the bundle has no {name}")
+    if members[MANIFEST].size > MAX_MANIFEST:
+        raise _invalid(f"{MANIFEST} is larger than {MAX_MANIFEST} bytes")
+    file = tar.extractfile(members[MANIFEST])
+    assert file is not None  # a regular member always has a file object
+    manifest = parse_manifest(file.read())
+    image = members[IMAGE]
+    if image.size != manifest.size:
+        raise _invalid(f"{IMAGE} is {image.size} bytes, the manifest says {manifest.size}")
+    return manifest, image
+
+
+def make_bundle(path: str | os.PathLike[str], name: str, version: str, image: bytes) -> Path:
+    """Write an update bundle for ``image`` to ``path`` and return the path.
+
+    For tests, demos and a vendor's CI. Equivalent by hand: write ``manifest.json`` (sha256 from
+    ``sha256sum image.bin``, size from ``stat -c %s image.bin``), then
+    ``tar --format=gnu -cf bundle.tar manifest.json image.bin``.
+    """
+    manifest = {
+        "name": name,
+        "version": version,
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "size": len(image),
+    }
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for member, data in ((MANIFEST, json.dumps(manifest).encode()), (IMAGE, image)):
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return Path(path)
+
+
+# -- the boot state --------------------------------------------------------------------------
+
+
+def empty_boot_state() -> dict[str, Any]:
+    """A device whose slots were never flashed by this SWLM: slot a is active."""
+    return {"active": "a", "a": None, "b": None}
+
+
+def load_boot_state(path: Path) -> dict[str, Any]:
+    """Read and check the boot state; a missing file is :func:`empty_boot_state`.
+
+    :raises InstallError: INTERNAL_ERROR when it is unreadable: with no trustworthy idea of
+        which slot runs, nothing may be flashed.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_BOOT_STATE + 1)
+    except FileNotFoundError:
+        return empty_boot_state()
+    except OSError as exc:
+        raise InstallError(ResultCode.INTERNAL_ERROR, f"cannot read {path}: {exc}") from None
+    try:
+        state = json.loads(data)
+        if len(data) > MAX_BOOT_STATE or not isinstance(state, dict):
+            raise ValueError("not a small JSON object")
+        if state.get("active") not in SLOTS:
+            raise ValueError(f"'active' is {state.get('active')!r}, not 'a' or 'b'")
+        for slot in SLOTS:
+            record = state.setdefault(slot, None)
+            if record is not None and not (
+                isinstance(record, dict)
+                and all(isinstance(record.get(k), str) for k in ("version", "sha256"))
+                and VERSION.fullmatch(record["version"])
+                and isinstance(record.get("name", ""), str)
+            ):
+                raise ValueError(f"slot {slot!r} must be null or a version/sha256 record")
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+        raise InstallError(ResultCode.INTERNAL_ERROR, f"boot state {path} is bad: {exc}") from None
+    return state
+
+
+def save_boot_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the boot state atomically: a crash leaves the old file or the new one.
+
+    ADAPT: this file stands for the bootloader's environment. On a real device write the
+    bootloader's variables instead (``fw_setenv`` for U-Boot, ``grub-editenv`` for GRUB).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with open(fd, "w", encoding="utf-8") as file:
+            json.dump(state, file, indent=2, sort_keys=True)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    # The rename is durable only once the directory itself is on disk.
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- flashing --------------------------------------------------------------------------------
+
+
+class Flasher:
+    """Flashes bundles into the inactive slot and switches the boot slot.
+
+    :param slots: the device paths (or files) of slots a and b.
+    :param boot_state: the JSON file standing for the bootloader environment.
+    :param slot_size: the capacity of a slot that is a regular file (a block device's own
+        size is used for a block device).
+    :param firmware_name: refuse bundles for other firmware.
+    :param allow_downgrade: flash older versions too.
+    """
+
+    def __init__(
+        self,
+        slots: dict[str, Path],
+        boot_state: Path,
+        *,
+        slot_size: int | None = None,
+        firmware_name: str | None = None,
+        allow_downgrade: bool = False,
+    ) -> None:
+        self.slots = slots
+        self.boot_state = boot_state
+        self.slot_size = slot_size
+        self.firmware_name = firmware_name
+        self.allow_downgrade = allow_downgrade
+
+    def capacity(self, slot: Path) -> int | None:
+        """How many bytes the slot holds (None: no limit known)."""
+        try:
+            is_device = stat.S_ISBLK(os.stat(slot).st_mode)
+        except FileNotFoundError:
+            is_device = False
+        if not is_device:
+            return self.slot_size
+        fd = os.open(slot, os.O_RDONLY)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+
+    # -- the install handler --------------------------------------------------------------
+
+    def install(self, event: DownloadComplete) -> tuple[ResultCode, str]:
+        """Flash the bundle ``event.update_image``; called by the SDK in a worker thread."""
+        state = load_boot_state(self.boot_state)
+        active = state["active"]
+        target = "b" if active == "a" else "a"
+        # A regular file only: opening a FIFO would block for ever.
+        if not os.path.isfile(event.update_image):
+            raise _invalid(f"no update image file at {event.update_image}")
+        try:
+            bundle = open(event.update_image, "rb")
+        except OSError as exc:
+            raise _invalid(f"cannot read the update image: {exc}") from None
+        try:
+            # "r:" reads an uncompressed tar only. ADAPT: "r:gz" or "r:xz" for a compressed
+            # bundle (slower: image.bin is then decompressed twice, to write and to verify).
+            with bundle, tarfile.open(fileobj=bundle, mode="r:") as tar:
+                manifest, member = open_bundle(tar)
+                refusal = self.check(manifest, state[active], target)
+                if refusal is not None:
+                    return refusal
+                # ADAPT: check the vendor's signature over manifest.json here (event.signature).
+                digest = self.write(tar, member, target, state)
+            if digest != manifest.sha256:
+                return (
+                    ResultCode.VALIDATION_FAILED,
+                    f"{IMAGE} has sha256 {digest}, the manifest says {manifest.sha256}, "
+                    f"slot {target} stays inactive",
+                )
+            readback = self.read_back(target, manifest.size)
+        except (tarfile.TarError, EOFError) as exc:
+            raise _invalid(f"not a readable bundle: {exc}") from None
+        except OSError as exc:
+            code = ResultCode.DISK_FULL if exc.errno == errno.ENOSPC else ResultCode.FLASH_FAILED
+            raise InstallError(code, f"slot {target}: {exc}") from None
+        if readback != manifest.sha256:
+            return (
+                ResultCode.FLASH_FAILED,
+                f"slot {target} reads back with sha256 {readback}, expected {manifest.sha256}",
+            )
+        state[target] = {"name": manifest.name, "version": manifest.version, "sha256": digest}
+        state["active"] = target
+        try:
+            save_boot_state(self.boot_state, state)
+        except OSError as exc:
+            return ResultCode.FLASH_FAILED, f"cannot switch the boot slot to {target}: {exc}"
+        log.info("flashed %s %s to slot %s", manifest.name, manifest.version, target)
+        # ADAPT: reboot here or from a maintenance window; the SDK keeps the report in its
+        # journal, so a reboot before it is delivered only delays it.
+        return (
+            ResultCode.OK,
+            f"flashed {manifest.name} {manifest.version} to slot {target}, active on next boot",
+        )
+
+    def check(
+        self, manifest: Manifest, running: dict[str, str] | None, target: str
+    ) -> tuple[ResultCode, str] | None:
+        """Refuse a bundle for other firmware, an old version, or one that does not fit."""
+        if self.firmware_name is not None and manifest.name != self.firmware_name:
+            return (
+                ResultCode.VALIDATION_FAILED,
+                f"the bundle is for {manifest.name!r}, this device runs {self.firmware_name!r}",
+            )
+        if running is not None:
+            new, old = version_key(manifest.version), version_key(running["version"])
+            if new == old:
+                return ResultCode.ALREADY_PROCESSED, f"version {manifest.version} is active"
+            if new < old and not self.allow_downgrade:
+                return (
+                    ResultCode.OLD_VERSION,
+                    f"version {manifest.version} is older than the active {running['version']}",
+                )
+        capacity = self.capacity(self.slots[target])
+        if capacity is not None and manifest.size > capacity:
+            return (
+                ResultCode.WRITE_PARTITION_FAILED,
+                f"{IMAGE} is {manifest.size} bytes, slot {target} holds {capacity}, "
+                "nothing written",
+            )
+        return None
+
+    def write(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: str, state: dict[str, Any]
+    ) -> str:
+        """Stream ``image.bin`` into the slot while hashing it; return its sha256."""
+        # First mark the slot empty: were we to crash half-way, the boot state must not
+        # claim that the old firmware is still in it.
+        state[target] = None
+        save_boot_state(self.boot_state, state)
+        source = tar.extractfile(member)
+        assert source is not None
+        path = self.slots[target]
+        is_file = not path.exists() or path.is_file()
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if is_file else 0)
+        digest = hashlib.sha256()
+        log.info("writing %d bytes to slot %s (%s)", member.size, target, path)
+        with open(os.open(path, flags, 0o600), "wb", buffering=0) as slot:
+            while block := source.read(BLOCK):
+                digest.update(block)
+                view = memoryview(block)
+                while view:  # a raw write may write less than asked
+                    view = view[slot.write(view) :]
+            os.fsync(slot.fileno())
+            if not is_file:
+                # Read-back must come from the device, not from the page cache.
+                os.posix_fadvise(slot.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        return digest.hexdigest()
+
+    def read_back(self, target: str, size: int) -> str:
+        """The sha256 of the first ``size`` bytes of the slot."""
+        digest = hashlib.sha256()
+        with open(self.slots[target], "rb") as slot:
+            remaining = size
+            while remaining and (block := slot.read(min(BLOCK, remaining))):
+                digest.update(block)
+                remaining -= len(block)
+        return digest.hexdigest()
+
+    # -- the installed-packages provider ------------------------------------------------
+
+    def installed_packages(self) -> list[tuple[str, str]]:
+        """The firmware in the active slot, as one (name, version) package."""
+        state = load_boot_state(self.boot_state)
+        running = state[state["active"]]
+        if running is None:
+            return []  # never flashed by us: the SDK sends no list rather than a wrong one
+        return [(running.get("name") or self.firmware_name or DEFAULT_NAME, running["version"])]
+
+
+def build_app(
+    state_dir: str | os.PathLike[str],
+    *,
+    slot_a: str | os.PathLike[str],
+    slot_b: str | os.PathLike[str],
+    boot_state: str | os.PathLike[str],
+    slot_size: int | None = None,
+    firmware_name: str | None = None,
+    allow_downgrade: bool = False,
+    commands_socket: str | os.PathLike[str] | None = None,
+    events_socket: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> App:
+    """The SWLM, ready for ``app.run()`` or ``await app.serve()``.
+
+    Socket paths: the explicit ones, else ``config`` (the daemon's TOML), else
+    ``$SOTA_CONFIG``, else the 2016 defaults.
+
+    :raises ValueError: a slot that is not a block device needs ``slot_size``.
+    :raises swlm_sdk.ConfigError: a socket path or the config is unusable.
+    """
+    slots = {"a": Path(slot_a), "b": Path(slot_b)}
+    if slots["a"].resolve() == slots["b"].resolve():
+        raise ValueError("slot a and slot b are the same path")
+    for name, path in slots.items():
+        if slot_size is None and not path.is_block_device():
+            raise ValueError(f"slot {name} ({path}) is not a block device: give its slot size")
+    if slot_size is not None and slot_size <= 0:
+        raise ValueError(f"slot size must be positive, got {slot_size}")
+    flasher = Flasher(
+        slots,
+        Path(boot_state),
+        slot_size=slot_size,
+        firmware_name=firmware_name,
+        allow_downgrade=allow_downgrade,
+    )
+    app = App(
+        state_dir, commands_socket=commands_socket, events_socket=events_socket, config=config
+    )
+    # Plain functions: the SDK runs them in a worker thread and never interrupts one, so a
+    # slot is never left half-written by a shutdown.
+    app.on_download_complete(flasher.install)
+    app.installed_packages(flasher.installed_packages)
+    return app
+
+
+def positive_bytes(text: str) -> int:
+    """argparse type: a positive number of bytes."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the SWLM until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot start."""
+    parser = argparse.ArgumentParser(
+        prog="swlm_flash", description="Flash firmware bundles into the inactive A/B slot."
+    )
+    parser.add_argument("--config", metavar="PATH", help="the daemon's TOML (socket paths)")
+    parser.add_argument("--commands-socket", metavar="PATH", help="the daemon's commands socket")
+    parser.add_argument("--events-socket", metavar="PATH", help="the socket this SWLM creates")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        # systemd's StateDirectory= sets STATE_DIRECTORY (a list if several are given).
+        default=os.environ.get("STATE_DIRECTORY", DEFAULT_STATE_DIR).split(":")[0],
+        help="where the journal of handled updates is kept (default: %(default)s)",
+    )
+    # ADAPT: your slots, e.g. /dev/disk/by-partlabel/rootfs_a and .../rootfs_b.
+    parser.add_argument("--slot-a", metavar="PATH", required=True, help="slot a (device/file)")
+    parser.add_argument("--slot-b", metavar="PATH", required=True, help="slot b (device/file)")
+    parser.add_argument(
+        "--slot-size",
+        metavar="BYTES",
+        type=positive_bytes,
+        help="capacity of a slot that is a file",
+    )
+    parser.add_argument(
+        "--boot-state", metavar="PATH", required=True, help="JSON file: the active slot"
+    )
+    parser.add_argument("--firmware-name", metavar="NAME", help="refuse bundles for others")
+    parser.add_argument("--allow-downgrade", action="store_true", help="flash older versions")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        app = build_app(
+            args.state_dir,
+            slot_a=args.slot_a,
+            slot_b=args.slot_b,
+            boot_state=args.boot_state,
+            slot_size=args.slot_size,
+            firmware_name=args.firmware_name,
+            allow_downgrade=args.allow_downgrade,
+            commands_socket=args.commands_socket,
+            events_socket=args.events_socket,
+            config=args.config,
+        )
+        app.run()
+    except (SwlmError, OSError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
