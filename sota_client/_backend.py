@@ -53,6 +53,9 @@ if logging.getLogger("httpx").level == logging.NOTSET:
     # httpx logs every request at INFO with its full URL, query included, and presigned storage
     # URLs carry credentials there; our own lines (below) leave the query out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+if logging.getLogger("httpcore").level == logging.NOTSET:
+    # httpcore's DEBUG lines trace every socket step; they drown the daemon's own debug log.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
 
 T = TypeVar("T")
 

@@ -69,11 +69,12 @@ class CommandServer:
         listener = await anyio.create_unix_listener(self.path, mode=self._mode)
         bound = _identity(self.path)
         try:
-            if self._group:
-                set_socket_group(self.path, self._group)
-            logger.info("Socket listening for commands at %s", self.path)
-            task_status.started()
-            async with listener:
+            async with listener:  # closed also when the group cannot be set
+                if self._group:
+                    set_socket_group(self.path, self._group)
+                    bound = _identity(self.path)  # chown changed its ctime
+                logger.info("Socket listening for commands at %s", self.path)
+                task_status.started()
                 await listener.serve(self._handle)
         finally:
             # Only our own socket: the path could have been replaced while we ran.
@@ -84,30 +85,37 @@ class CommandServer:
         async with self._limiter, stream:
             try:
                 reply = await self._reply_for(stream)
-                if reply:
-                    await stream.send(reply)
-                await stream.send_eof()
+                # A peer that never reads must not hold a connection slot for ever.
+                with anyio.move_on_after(self._read_timeout) as scope:
+                    if reply:
+                        await stream.send(reply)
+                    await stream.send_eof()
+                if scope.cancelled_caught:
+                    logger.warning("A commands-socket peer did not read its reply; dropped it")
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 logger.debug("commands socket peer went away: %s", exc)
 
     async def _reply_for(self, stream: SocketStream) -> bytes:
         data = bytearray()
+        size = 0
         with anyio.move_on_after(self._read_timeout) as scope:
             try:
                 async for chunk in stream:
-                    data += chunk
-                    if len(data) > MAX_COMMAND_BYTES:
-                        logger.warning("Rejected a command of over %d bytes", MAX_COMMAND_BYTES)
-                        return (f"IO error: command longer than {MAX_COMMAND_BYTES} bytes").encode()
+                    size += len(chunk)
+                    # Past the limit, keep reading (and dropping) to the end of the input, so
+                    # that the peer, still writing, gets the error reply instead of a reset.
+                    if size <= MAX_COMMAND_BYTES:
+                        data += chunk
             except (anyio.BrokenResourceError, OSError) as exc:
                 logger.debug("commands socket read failed: %s", exc)
                 return b""
+        if size > MAX_COMMAND_BYTES:
+            logger.warning("Rejected a command of %d bytes or more", size)
+            return f"IO error: command longer than {MAX_COMMAND_BYTES} bytes".encode()
         if scope.cancelled_caught:
-            logger.warning(
-                "A commands-socket peer sent no end of file in %.0f s", self._read_timeout
-            )
+            logger.warning("A commands-socket peer sent no end of file in %g s", self._read_timeout)
             return (
-                f"IO error: no end of input within {self._read_timeout:.0f} s "
+                f"IO error: no end of input within {self._read_timeout:g} s "
                 "(write the command, then shut down the write side)"
             ).encode()
         try:
@@ -115,7 +123,12 @@ class CommandServer:
         except CommandSyntaxError as exc:
             logger.info("Rejected command %r: %s", bytes(data[:200]), exc.reply)
             return exc.reply.encode()
-        event = await self._execute(command)
+        try:
+            event = await self._execute(command)
+        except Exception:
+            # Never reached with the daemon's interpreter; a bug here must not stop the server.
+            logger.exception("Command %s failed unexpectedly", command)
+            return b"Unix Domain Socket error: internal receiver error"  # the 2016 text
         return b"" if event is None else encode_event(event)
 
 
@@ -174,7 +187,7 @@ class EventOutbox:
         while True:
             self._wake = anyio.Event()
             failed = await self._deliver_due()
-            if failed:
+            if failed is not None:
                 await self._wait_for_listener(failed)
             elif not self._journal.pending_events():
                 await self._wake.wait()

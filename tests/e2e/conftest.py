@@ -42,3 +42,5 @@ def make_daemon(workdir: Path) -> Iterator[MakeDaemon]:
     for daemon in daemons:
         if daemon.running():
             daemon.stop()
+        # Shown by pytest only when the test failed.
+        print(f"--- daemon log ({daemon.log_path}) ---\n{daemon.log()}")

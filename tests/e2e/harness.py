@@ -70,13 +70,16 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.statuses: list[str] = []
+        self._notify: socket.socket | None = None
 
     def start(self, *, stdin: int | None = subprocess.DEVNULL) -> DaemonProcess:
         """Start the process and return once it said READY=1."""
         notify_path = str(self.workdir / f"notify{self.runs}")
         self.runs += 1
+        self._close_notify()
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
+        self._notify = notify
         env = {
             **os.environ,
             "NOTIFY_SOCKET": notify_path,
@@ -92,12 +95,33 @@ class DaemonProcess:
                 stderr=log,
                 env=env,
             )
-        try:
-            self._wait_ready(notify)
-        finally:
-            notify.close()
-            os.unlink(notify_path)
+        self._wait_ready(notify)
         return self
+
+    def _close_notify(self) -> None:
+        notify = self._notify
+        if notify is not None:
+            self.drain_notifications()
+            path = notify.getsockname()
+            notify.close()
+            os.unlink(path)
+            self._notify = None
+
+    def drain_notifications(self) -> list[str]:
+        """Every sd_notify message received since the last call, also kept in ``statuses``."""
+        notify = self._notify
+        got: list[str] = []
+        if notify is None:
+            return got
+        notify.setblocking(False)
+        while True:
+            try:
+                got.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+        notify.setblocking(True)
+        self.statuses += got
+        return got
 
     def _wait_ready(self, notify: socket.socket) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -123,7 +147,12 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
+            self._close_notify()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            return status
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
