@@ -20,6 +20,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

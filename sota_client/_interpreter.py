@@ -40,6 +40,7 @@ from swlm_sdk.protocol import (
     NotAuthenticated,
     NoUpdateRequests,
     Package,
+    ProtocolError,
     ResultCode,
     SendInstalledPackages,
     SendInstalledSoftware,
@@ -52,6 +53,8 @@ from swlm_sdk.protocol import (
     UpdateReport,
     UpdateRequest,
     UpdatesReceived,
+    encode_event,
+    format_command,
 )
 
 from ._activity import Activity
@@ -65,6 +68,7 @@ __all__ = ["Interpreter", "Services"]
 logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Event], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class DownloadResultLike(Protocol):
@@ -118,6 +122,25 @@ class JournalLike(Protocol):
     def update_state(self, update_id: str) -> str | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Echo:
+    """The final event of a command that joined an identical one already running.
+
+    It is returned to its caller but not published again, so that what it causes (an install,
+    a report, an envelope for the SWLM) happens once.
+    """
+
+    event: Event
+
+
+class _SharedDownload:
+    """A download in progress, which a second ``StartDownload`` of the same update waits for."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: Event | None = None
+
+
 @dataclass
 class Services:
     """Everything the interpreter works with; built by the daemon from the config."""
@@ -135,13 +158,19 @@ class Services:
 class Interpreter:
     """Executes commands and their follow-ups inside the daemon's task group."""
 
-    def __init__(self, services: Services, task_group: TaskGroup) -> None:
+    def __init__(
+        self, services: Services, task_group: TaskGroup, *, sleep: Sleep = anyio.sleep
+    ) -> None:
+        """:param sleep: waits out follow-up delays (re-authentication backoff); for tests."""
         self._s = services
         self._tg = task_group
+        self._sleep = sleep
         self.activity = Activity()
         self._update_locks: dict[str, anyio.Lock] = {}
+        self._downloads: dict[str, _SharedDownload] = {}
         self._announced_auth = False
         self._auth_failures = 0
+        self._auth_retry_scheduled = False
 
     # -- running commands -------------------------------------------------------------------
 
@@ -161,18 +190,27 @@ class Interpreter:
     async def _run_step(self, step: Step, delay: float) -> None:
         try:
             if delay:
-                await anyio.sleep(delay)
+                await self._sleep(delay)
+            if isinstance(step, Authenticate):
+                self._auth_retry_scheduled = False
             if isinstance(step, SendCurrentPackages):
                 await self._send_current_packages()
             elif isinstance(step, ResolveInFlight):
                 await self._resolve_in_flight(step.request)
             else:
                 await self._run(step)
+        # Follow-ups run in the daemon's task group: an error escaping here would stop it all.
+        except SotaError as exc:
+            logger.error("Follow-up %s failed: %s", step, exc)
+            await self.publish(ErrorEvent(str(exc)))
+        except Exception as exc:
+            logger.exception("Follow-up %s failed unexpectedly", step)
+            await self.publish(ErrorEvent(f"Internal error: {exc}"))
         finally:
             self.activity.end()
 
     async def _run(self, command: Command) -> Event | None:
-        logger.info("Running command: %s", command)
+        logger.info("Running command: %s", _describe(command))
         try:
             event = await self._dispatch(command)
         except AuthError as exc:
@@ -183,13 +221,15 @@ class Interpreter:
         except Exception as exc:  # a bug must not kill the daemon (2016 bug 29)
             logger.exception("Command %s failed unexpectedly", command)
             event = ErrorEvent(f"Internal error: {exc}")
+        if isinstance(event, _Echo):
+            return event.event
         if event is not None:
             await self.publish(event)
         return event
 
     async def publish(self, event: Event) -> None:
         """Hand an event to every gateway, then schedule what it causes."""
-        logger.info("Event: %s", event)
+        logger.info("Event: %s", encode_event(event).decode())
         for subscriber in self._s.subscribers:
             try:
                 await subscriber(event)
@@ -197,6 +237,11 @@ class Interpreter:
                 logger.exception("An event subscriber failed on %s", event)
         delay = 0.0
         if isinstance(event, NotAuthenticated):
+            if self._auth_retry_scheduled:
+                # One retry chain is enough: a chain per refused command (each poll adds one)
+                # would multiply the token requests while the credentials are bad.
+                return
+            self._auth_retry_scheduled = True
             # Back off instead of the 2016 tight re-authentication loop (bug 26).
             delay = min(60.0, 2.0**self._auth_failures) if self._auth_failures else 0.0
             self._auth_failures += 1
@@ -210,7 +255,7 @@ class Interpreter:
         ):
             self.submit(step, delay=delay)
 
-    async def _dispatch(self, command: Command) -> Event | None:
+    async def _dispatch(self, command: Command) -> Event | _Echo | None:
         backend = self._s.backend
         if isinstance(command, Shutdown):
             self._s.shutdown()
@@ -282,12 +327,23 @@ class Interpreter:
     def _lock(self, update_id: str) -> anyio.Lock:
         return self._update_locks.setdefault(update_id, anyio.Lock())
 
-    async def _download(self, update_id: str) -> Event:
+    async def _download(self, update_id: str) -> Event | _Echo:
         check_update_id(update_id)  # an id is a file name: never "../x" or "/etc/passwd"
-        lock = self._lock(update_id)
-        if lock.locked():
+        while (running := self._downloads.get(update_id)) is not None:
             logger.info("Update %s is already being downloaded; waiting for it", update_id)
-        async with lock:
+            await running.done.wait()
+            if running.outcome is not None:
+                return _Echo(running.outcome)
+        shared = self._downloads[update_id] = _SharedDownload()
+        try:
+            shared.outcome = await self._download_now(update_id)
+            return shared.outcome
+        finally:
+            del self._downloads[update_id]
+            shared.done.set()
+
+    async def _download_now(self, update_id: str) -> Event:
+        async with self._lock(update_id):
             self._s.journal.begin_download(update_id, _image_path(self._s.packages_dir, update_id))
             await self.publish(DownloadingUpdate(update_id))
             progress = _ProgressLog(update_id)
@@ -357,6 +413,14 @@ class Interpreter:
             await self._run(SendUpdateReport(report))
         else:
             await self._run(StartDownload(update_id))
+
+
+def _describe(command: Command) -> str:
+    """The command as its text form where it has one (``StartDownload u1``), for the log."""
+    try:
+        return format_command(command)
+    except ProtocolError:
+        return repr(command)
 
 
 def _image_path(packages_dir: str, update_id: str) -> str:

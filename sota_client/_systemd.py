@@ -16,6 +16,10 @@ import anyio
 __all__ = ["notify", "watchdog"]
 
 logger = logging.getLogger(__name__)
+_failed_before = False
+
+NOTIFY_TIMEOUT = 1.0
+"""Seconds a message may wait for room in the notify socket's queue (a stuck systemd)."""
 
 
 def notify(*states: str) -> bool:
@@ -27,10 +31,15 @@ def notify(*states: str) -> bool:
         address = "\0" + address[1:]  # abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Called from the event loop: a full queue must not block the daemon for ever.
+            sock.settimeout(NOTIFY_TIMEOUT)
             sock.connect(address)
             sock.sendall("\n".join(states).encode())
     except OSError as exc:
-        logger.warning("couldn't notify systemd at %s: %s", address, exc)
+        global _failed_before
+        level = logging.DEBUG if _failed_before else logging.WARNING
+        logger.log(level, "couldn't notify systemd at %s: %s", address, exc)
+        _failed_before = True
         return False
     return True
 
