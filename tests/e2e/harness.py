@@ -95,7 +95,11 @@ class DaemonProcess:
                 stderr=log,
                 env=env,
             )
-        self._wait_ready(notify)
+        try:
+            self._wait_ready(notify)
+        except BaseException:
+            self._close_notify()
+            raise
         return self
 
     def _close_notify(self) -> None:
