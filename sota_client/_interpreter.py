@@ -169,6 +169,7 @@ class Interpreter:
         self._update_locks: dict[str, anyio.Lock] = {}
         self._downloads: dict[str, _SharedDownload] = {}
         self._announced_auth = False
+        self._authenticating: anyio.Event | None = None
         self._auth_failures = 0
         self._auth_retry_scheduled = False
 
@@ -263,7 +264,9 @@ class Interpreter:
         if isinstance(command, Authenticate):
             return await self._authenticate()
         if backend.auth_configured and not backend.authenticated:
-            return NotAuthenticated()
+            await self._authentication_settled()
+            if not backend.authenticated:
+                return NotAuthenticated()
         match command:
             case GetUpdateRequests():
                 requests = await backend.get_update_requests()
@@ -301,10 +304,26 @@ class Interpreter:
                 return AlreadyAuthenticated()
             self._announced_auth = True
             return Authenticated()
+        await self._authentication_settled()
         if backend.authenticated:
             return AlreadyAuthenticated()
-        await backend.authenticate()
+        done = self._authenticating = anyio.Event()
+        try:
+            await backend.authenticate()
+        finally:
+            done.set()
+            if self._authenticating is done:
+                self._authenticating = None
         return Authenticated()
+
+    async def _authentication_settled(self) -> None:
+        """Wait for an ``Authenticate`` under way (its token request is under a deadline).
+
+        2016 ran one command at a time, so a command sent while the daemon authenticated (at
+        start-up, say) saw the new token; refusing it here would be a new NotAuthenticated.
+        """
+        while self._authenticating is not None:
+            await self._authenticating.wait()
 
     async def _installed_packages(self) -> list[Package]:
         if self._s.package_manager is None:

@@ -64,6 +64,7 @@ class ReportSender:
         self._max_backoff = max_backoff
         self._clock = clock
         self._wake = anyio.Event()
+        self._sending: set[str] = set()  # sent right now by send(): not for the retry loop
 
     async def send(self, report: UpdateReport) -> Event:
         """Send a report now; on failure keep it for the retry loop and say so.
@@ -72,7 +73,12 @@ class ReportSender:
             kept and sent again later.
         """
         self._journal.add_report(report.update_id, msgspec.json.encode(report))
-        return await self._attempt(report, attempts=0)
+        self._sending.add(report.update_id)
+        try:
+            return await self._attempt(report, attempts=0)
+        finally:
+            self._sending.discard(report.update_id)
+            self._wake.set()  # the retry loop may have skipped it meanwhile
 
     async def _attempt(self, report: UpdateReport, attempts: int) -> Event:
         try:
@@ -99,7 +105,11 @@ class ReportSender:
     async def run(self, publish: Callable[[Event], Awaitable[None]]) -> None:
         """Retry kept reports when they fall due, for ever; ``publish`` gets their outcomes."""
         while True:
+            skipped: set[str] = set()
             for pending in self._journal.due_reports(self._clock(), 32):
+                if pending.update_id in self._sending:
+                    skipped.add(pending.update_id)  # a slow Core must not get it twice at once
+                    continue
                 try:
                     report = msgspec.json.decode(pending.payload, type=UpdateReport)
                 except msgspec.DecodeError as exc:
@@ -115,5 +125,7 @@ class ReportSender:
             self._wake = anyio.Event()
             due = self._journal.next_report_due()
             wait = 3600.0 if due is None else max(0.0, due - self._clock())
+            if skipped & self._sending:
+                wait = max(wait, self._backoff)  # still due, but send() wakes us when done
             with anyio.move_on_after(wait):
                 await self._wake.wait()

@@ -21,8 +21,14 @@ logger = logging.getLogger(__name__)
 
 
 async def run_console(execute: Execute, stdin: TextIO, stdout: TextIO) -> None:
-    """Read and run commands until end of input."""
+    """Read and run commands until end of input, or until the terminal fails."""
+    try:
+        await _repl(execute, stdin, stdout)
+    except (OSError, ValueError) as exc:  # a hung-up terminal, undecodable input, closed files
+        logger.error("Console: %s; the console is closed, the daemon goes on", exc)
 
+
+async def _repl(execute: Execute, stdin: TextIO, stdout: TextIO) -> None:
     def write(text: str) -> None:
         stdout.write(text)
         stdout.flush()
@@ -37,7 +43,7 @@ async def run_console(execute: Execute, stdin: TextIO, stdout: TextIO) -> None:
         if not line.strip():
             continue
         try:
-            command = parse_command(line)
+            command = parse_command(line.rstrip("\r\n"))  # so error texts end without one
         except CommandSyntaxError as exc:
             logger.error("Console Error: %s", exc.reply)
             write(exc.reply + "\n")
