@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -91,25 +90,6 @@ class Sleeps:
 
     async def wait_for_count(self, count: int) -> None:
         await self._changes.wait_until(lambda: len(self.delays) >= count)
-
-
-class LogWaiter(logging.Handler):
-    """Wait for a log message (logged from the event loop's thread) instead of polling."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = text
-        self.seen = anyio.Event()
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.count += 1
-            self.seen.set()
-
-    async def wait(self, within: float = 10.0) -> None:
-        with anyio.fail_after(within):
-            await self.seen.wait()
 
 
 def package_file(directory: Path, *lines: str) -> FilePackageManager:

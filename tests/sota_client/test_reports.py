@@ -17,11 +17,11 @@ from sota_client._store import Journal
 from sota_client.sim import AuthSettings as SimAuth
 from sota_client.sim import CoreSimulator, DelayFault, StatusFault
 from swlm_sdk.protocol import ErrorEvent, ResultCode, UpdateReport, UpdateReportSent
+from tests.conftest import LogWaiter
 
 from .daemon_fixtures import (
     DEVICE,
     FAST_BACKOFF,
-    LogWaiter,
     Recorder,
     free_port,
     route_count,

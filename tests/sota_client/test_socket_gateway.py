@@ -40,10 +40,10 @@ from swlm_sdk.protocol import (
     StartDownload,
     UpdateReport,
 )
+from tests.conftest import LogWaiter
 
 from .daemon_fixtures import (
     Changes,
-    LogWaiter,
 )
 
 pytestmark = pytest.mark.anyio

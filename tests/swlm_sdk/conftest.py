@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,15 +17,6 @@ from swlm_sdk.testing import (
 )
 
 UDS_LIMIT = 107
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short private directory: tmp_path can exceed the 107-byte AF_UNIX limit."""
-    path = Path(tempfile.mkdtemp(prefix="swlm-t-"))
-    assert len(str(path)) < 40
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Server2016:
@@ -100,43 +88,6 @@ def deliver_2016(path: str, payload: bytes) -> None:
         sock.connect(path)
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
-
-
-class LogWaiter(logging.Handler):
-    """Wait for a log message (logged from the event loop's thread) instead of polling."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = text
-        self.seen = anyio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
-
-    async def wait(self, within: float = 10.0) -> None:
-        with anyio.fail_after(within):
-            await self.seen.wait()
-
-
-@pytest.fixture
-def log_waiter() -> Iterator[Callable[[str], LogWaiter]]:
-    """``waiter = log_waiter("text")`` then ``await waiter.wait()``."""
-    logger = logging.getLogger("swlm_sdk")
-    added: list[LogWaiter] = []
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-
-    def make(text: str) -> LogWaiter:
-        waiter = LogWaiter(text)
-        logger.addHandler(waiter)
-        added.append(waiter)
-        return waiter
-
-    yield make
-    for waiter in added:
-        logger.removeHandler(waiter)
-    logger.setLevel(old_level)
 
 
 @pytest.fixture

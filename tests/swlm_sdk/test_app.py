@@ -34,8 +34,7 @@ from swlm_sdk.protocol import (
     UpdateReport,
 )
 from swlm_sdk.testing import FakeDaemon
-
-from .conftest import LogWaiter
+from tests.conftest import LogWaiter
 
 pytestmark = pytest.mark.anyio
 
