@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -167,6 +168,9 @@ class Interpreter:
         self._sleep = sleep
         self.activity = Activity()
         self._update_locks: dict[str, anyio.Lock] = {}
+        # One package-manager run at a time: dpkg and rpm lock their database, so a second
+        # concurrent install would fail at once instead of waiting its turn.
+        self._install_lock = anyio.Lock()
         self._downloads: dict[str, _SharedDownload] = {}
         self._announced_auth = False
         self._authenticating: anyio.Event | None = None
@@ -265,7 +269,9 @@ class Interpreter:
             return await self._authenticate()
         if backend.auth_configured and not backend.authenticated:
             await self._authentication_settled()
-            if not backend.authenticated:
+            # A report goes on regardless: the backend fetches a token first, and a report it
+            # cannot send is kept in the journal and retried, never lost.
+            if not backend.authenticated and not isinstance(command, SendUpdateReport):
                 return NotAuthenticated()
         match command:
             case GetUpdateRequests():
@@ -343,8 +349,20 @@ class Interpreter:
             return
         await self._run(SendInstalledPackages(tuple(packages)))
 
-    def _lock(self, update_id: str) -> anyio.Lock:
-        return self._update_locks.setdefault(update_id, anyio.Lock())
+    @asynccontextmanager
+    async def _holding(self, update_id: str) -> AsyncIterator[None]:
+        """Hold the update's lock: its download and its install never overlap."""
+        lock = self._update_locks.setdefault(update_id, anyio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._update_locks.pop(update_id, None)
+
+    def _busy(self, update_id: str) -> bool:
+        lock = self._update_locks.get(update_id)
+        return lock is not None and lock.locked()
 
     async def _download(self, update_id: str) -> Event | _Echo:
         check_update_id(update_id)  # an id is a file name: never "../x" or "/etc/passwd"
@@ -362,7 +380,7 @@ class Interpreter:
             shared.done.set()
 
     async def _download_now(self, update_id: str) -> Event:
-        async with self._lock(update_id):
+        async with self._holding(update_id):
             self._s.journal.begin_download(update_id, _image_path(self._s.packages_dir, update_id))
             await self.publish(DownloadingUpdate(update_id))
             progress = _ProgressLog(update_id)
@@ -390,7 +408,7 @@ class Interpreter:
                 'but device.package_manager is "off"'
             )
         check_update_id(update_id)
-        async with self._lock(update_id):
+        async with self._holding(update_id), self._install_lock:
             path = _image_path(self._s.packages_dir, update_id)
             if not await anyio.Path(path).is_file():
                 raise SotaError(f"Package error: no downloaded image for update {update_id}")
@@ -416,7 +434,7 @@ class Interpreter:
         """
         update_id = request.request_id
         state = self._s.journal.update_state(update_id)
-        if self._lock(update_id).locked() or state == "installed":
+        if self._busy(update_id) or state == "installed":
             return
         if self._s.package_manager is None:
             if state != "downloaded":

@@ -29,6 +29,7 @@ from swlm_sdk.protocol import (
     parse_command,
 )
 
+from .._errors import SotaError
 from ._unix import claim_socket_path, set_socket_group
 
 __all__ = ["CommandServer", "EventOutbox"]
@@ -66,7 +67,12 @@ class CommandServer:
         :raises SotaError: the path is taken (see :func:`claim_socket_path`).
         """
         claim_socket_path(self.path)
-        listener = await anyio.create_unix_listener(self.path, mode=self._mode)
+        try:
+            listener = await anyio.create_unix_listener(self.path, mode=self._mode)
+        except OSError as exc:
+            raise SotaError(
+                f"couldn't open commands socket: {self.path}: {exc.strerror or exc}"
+            ) from None
         bound = _identity(self.path)
         try:
             async with listener:  # closed also when the group cannot be set

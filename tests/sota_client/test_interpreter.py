@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -119,7 +120,7 @@ async def test_authenticate_with_a_token_held_is_already_authenticated(
     assert route_count(auth_sim, "token") == 1
 
 
-async def test_without_a_token_every_command_but_authenticate_and_shutdown_is_refused(
+async def test_without_a_token_every_command_but_authenticate_shutdown_and_reports_is_refused(
     tmp_path: Path, auth_sim: CoreSimulator
 ) -> None:
     update_id = auth_sim.queue_update(DEVICE, "nano", "2.2.6")
@@ -131,7 +132,6 @@ async def test_without_a_token_every_command_but_authenticate_and_shutdown_is_re
         SendInstalledPackages((Package("nano", "2.2.6"),)),
         SendInstalledSoftware(InstalledSoftware()),
         SendSystemInfo(),
-        SendUpdateReport(UpdateReport.single(update_id, ResultCode.OK)),
         StartDownload(update_id),
         StartInstall(update_id),
     ]
@@ -155,6 +155,26 @@ async def test_without_a_token_every_command_but_authenticate_and_shutdown_is_re
     assert {request.route for request in auth_sim.requests} == {"token"}
     assert route_count(auth_sim, "token") == 1
     assert not list(d.packages_dir.iterdir())
+
+
+async def test_a_report_without_a_token_is_kept_and_sent_once_a_token_is_had(
+    tmp_path: Path, auth_sim: CoreSimulator
+) -> None:
+    """Refusing it like other commands would lose the SWLM's report if it sent it only once."""
+    update_id = auth_sim.queue_update(DEVICE, "nano", "2.2.6")
+    report = UpdateReport.single(update_id, ResultCode.OK, "installed")
+    async with running_daemon(
+        tmp_path, auth_sim, credentials=(CLIENT_ID, "wrong-secret"), sleep=Sleeps()
+    ) as d:
+        assert await d.execute(SendUpdateReport(report)) == NotAuthenticated()
+        assert d.journal.pending_reports() == 1
+        assert accepted_reports(auth_sim) == []
+    async with running_daemon(
+        tmp_path, auth_sim, credentials=good_credentials(auth_sim)
+    ) as d:  # the same journal, now with working credentials: the kept report goes out
+        with anyio.fail_after(20):
+            await auth_sim.wait_for_async(lambda: accepted_reports(auth_sim))
+    assert accepted_reports(auth_sim) == [(update_id, 0, "installed")]
 
 
 async def test_without_auth_the_first_authenticate_sends_packages_and_system_info(
@@ -675,3 +695,56 @@ async def test_update_ids_from_core_are_checked_too(tmp_path: Path, sim: CoreSim
             '"description":"package not found"}',
         )
         await d.idle()
+
+
+class _GatedFileManager(FilePackageManager):
+    """The file package manager, held at a gate, counting how many installs run at once."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.gate = anyio.Event()
+        self.running = 0
+        self.most = 0
+        self.started = anyio.Event()
+
+    async def install(self, path: str) -> InstallOutcome:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.started.set()
+        try:
+            await self.gate.wait()
+            return await super().install(path)
+        finally:
+            self.running -= 1
+
+
+async def test_installs_of_different_updates_run_one_at_a_time(
+    tmp_path: Path, sim: CoreSimulator
+) -> None:
+    """dpkg and rpm lock their database: a second install at once would just fail."""
+    first = sim.queue_update(DEVICE, "nano", "2.2.6")
+    second = sim.queue_update(DEVICE, "nano", "2.2.6")
+    manager = _GatedFileManager(str(tmp_path / "installed.txt"))
+    async with running_daemon(tmp_path, sim, package_manager=manager) as d:
+        for update_id in (first, second):
+            d.image(update_id).write_bytes(IMAGE)
+        events: dict[str, Event | None] = {}
+
+        async def install(update_id: str) -> None:
+            events[update_id] = await d.execute(StartInstall(update_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(install, first)
+            tg.start_soon(install, second)
+            await manager.started.wait()
+            # The other install must be queued behind the one running, not running beside it.
+            lock = d.interpreter._install_lock
+            with anyio.fail_after(10):
+                while lock.statistics().tasks_waiting < 1:
+                    await anyio.lowlevel.checkpoint()
+            assert sum(isinstance(e, InstallingUpdate) for e in d.recorder.events) == 1
+            manager.gate.set()
+        await d.idle()
+    assert manager.most == 1
+    assert all(isinstance(event, InstallComplete) for event in events.values())
+    assert sorted(events) == sorted([first, second])

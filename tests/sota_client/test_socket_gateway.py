@@ -302,6 +302,16 @@ async def test_a_regular_file_is_left_alone(sock_dir: Path) -> None:
     assert path.read_text() == "precious"
 
 
+async def test_a_missing_directory_is_a_clear_start_up_error(sock_dir: Path) -> None:
+    path = sock_dir / "missing" / "cmd.sock"
+    server = CommandServer(str(path), echo)
+    with pytest.raises(SotaError) as caught:
+        await server.serve()
+    assert str(caught.value) == (
+        f"couldn't open commands socket: {path}: No such file or directory"
+    )
+
+
 async def test_a_live_listener_is_left_alone(sock_dir: Path) -> None:
     path = sock_dir / "cmd.sock"
     async with serving(path):
