@@ -58,6 +58,7 @@ from swlm_sdk.protocol import (
     format_command,
 )
 
+from . import _systemd
 from ._activity import Activity
 from ._download import check_update_id
 from ._errors import AuthError, DownloadError, SotaError
@@ -465,7 +466,8 @@ def _image_path(packages_dir: str, update_id: str) -> str:
 
 
 class _ProgressLog:
-    """Logs download progress every 10 % (or every 8 MiB when the size is unknown)."""
+    """Logs download progress every 10 % (or every 8 MiB when the size is unknown), and shows
+    it in ``systemctl status``."""
 
     def __init__(self, update_id: str) -> None:
         self._update_id = update_id
@@ -475,13 +477,15 @@ class _ProgressLog:
         if total:
             share = received / total
             if share >= self._next or received == total:
+                percent = int(share * 100)
                 logger.info(
                     "Downloading %s: %d%% (%d of %d bytes)",
                     self._update_id,
-                    int(share * 100),
+                    percent,
                     received,
                     total,
                 )
+                _systemd.notify(f"STATUS=Downloading update {self._update_id}: {percent}%")
                 self._next = share + 0.1
         elif received >= self._next:
             logger.info("Downloading %s: %d bytes", self._update_id, received)

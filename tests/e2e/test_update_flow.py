@@ -78,6 +78,8 @@ async def test_pending_update_reaches_the_swlm_and_its_report_reaches_core(
     ]
     assert sim.status(DEVICE, request_id) == ("Finished" if code == 0 else "Failed")
     assert sim.installed(DEVICE) == [Package("fw", "1.0.0" if code == 0 else "0.9.0")]
+    daemon.drain_notifications()
+    assert f"STATUS=Downloading update {request_id}: 100%" in daemon.statuses
     assert daemon.stop() == 0
     assert not daemon.commands_socket.exists()
 

@@ -691,3 +691,46 @@ def test_logging_is_configured_once_however_often_main_runs() -> None:
     ours = [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]
     assert len(ours) == 1
     assert root.level == logging.DEBUG
+
+
+DEFAULT_PRINT = """\
+[core]
+server = "http://127.0.0.1:8080"
+polling = true
+polling_sec = 10
+timeout = 20.0
+
+[device]
+uuid = "123e4567-e89b-12d3-a456-426655440000"
+vin = "V1234567890123456"
+packages_dir = "/tmp/"
+package_manager = "off"
+certificates_path = "/tmp/sota_certificates"
+system_info = "system_info.sh"
+state_dir = "/var/lib/sota"
+
+[gateway]
+console = false
+dbus = false
+http = false
+rvi = false
+socket = false
+websocket = false
+
+[network]
+http_server = "127.0.0.1:8888"
+rvi_edge_server = "127.0.0.1:9080"
+socket_commands_path = "/tmp/sota-commands.socket"
+socket_events_path = "/tmp/sota-events.socket"
+websocket_server = "127.0.0.1:3012"
+socket_mode = 0o660
+"""
+
+
+def test_print_of_the_defaults_golden_bytes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exact text ``sota_client --print`` writes with no config file."""
+    monkeypatch.delenv("SOTA_CONFIG", raising=False)
+    assert main(["--print"]) == 0
+    assert capsys.readouterr().out == DEFAULT_PRINT
