@@ -68,7 +68,12 @@ async def _main(config: Config) -> None:
                 "[gateway] %s = true: this gateway is not available in this version; ignored",
                 name,
             )
-    os.makedirs(config.device.packages_dir, exist_ok=True)
+    try:
+        os.makedirs(config.device.packages_dir, exist_ok=True)
+    except OSError as exc:
+        raise SotaError(
+            f"couldn't create device.packages_dir {config.device.packages_dir}: {exc.strerror}"
+        ) from None
     journal = Journal.open(os.path.join(config.device.state_dir, "sota.db"))
     try:
         async with _backend(config) as backend, anyio.create_task_group() as tg:

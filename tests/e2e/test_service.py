@@ -290,3 +290,18 @@ def test_a_file_in_the_way_of_the_commands_socket_is_never_deleted(
         daemon.start()
     assert daemon.commands_socket.read_text() == "precious"
     assert "exists and is not a socket" in daemon.log()
+
+
+def test_an_unusable_packages_dir_is_a_one_line_start_up_error(
+    sim: CoreSimulator, workdir: Path, make_daemon: MakeDaemon
+) -> None:
+    blocker = workdir / "a-file"
+    blocker.write_text("")
+    daemon = make_daemon(sim.url, device={"packages_dir": str(blocker / "packages")})
+    with pytest.raises(AssertionError, match="exited with 1"):
+        daemon.start()
+    assert (
+        f"sota_client: couldn't create device.packages_dir {blocker}/packages: Not a directory"
+        in (daemon.log())
+    )
+    assert "Traceback" not in daemon.log()
