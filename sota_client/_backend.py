@@ -27,9 +27,8 @@ import msgspec
 
 from swlm_sdk.protocol import Package, UpdateReport, UpdateRequest
 
+from ._backoff import DEFAULT_BACKOFF, Backoff
 from ._download import (
-    DEFAULT_BACKOFF,
-    Backoff,
     DownloadResult,
     Progress,
     StreamedResponse,

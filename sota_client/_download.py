@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -24,6 +24,7 @@ from typing import Protocol
 
 import anyio
 
+from ._backoff import DEFAULT_BACKOFF, Backoff
 from ._errors import (
     AuthError,
     BackendError,
@@ -34,8 +35,6 @@ from ._errors import (
 )
 
 __all__ = [
-    "DEFAULT_BACKOFF",
-    "Backoff",
     "DownloadResult",
     "Fetch",
     "Progress",
@@ -85,28 +84,6 @@ Fetch = Callable[[Mapping[str, str]], AbstractAsyncContextManager[StreamedRespon
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes received so far, total size if known), at most about once per MiB."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff: ``base``, ``2*base``, ``4*base`` ... capped at ``cap`` seconds.
-
-    ``sleep`` is injectable so tests can record the waits instead of sleeping.
-    """
-
-    base: float = 1.0
-    cap: float = 60.0
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-
-    def delay(self, failures: int) -> float:
-        """The wait after the ``failures``-th consecutive failure (1 for the first)."""
-        return min(self.cap, self.base * 2.0 ** min(max(failures, 1) - 1, 62))
-
-    async def wait(self, failures: int) -> None:
-        await self.sleep(self.delay(failures))
-
-
-DEFAULT_BACKOFF = Backoff()
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from swlm_sdk.protocol import (
 
 from . import _systemd
 from ._activity import Activity
+from ._backoff import Backoff
 from ._download import check_update_id
 from ._errors import AuthError, DownloadError, SotaError
 from ._reactions import ResolveInFlight, SendCurrentPackages, Step, follow_ups
@@ -68,6 +69,10 @@ from ._reports import ReportSender
 __all__ = ["Interpreter", "Services"]
 
 logger = logging.getLogger(__name__)
+
+# Waits before re-authenticating after NotAuthenticated: at once, then 2, 4 ... 60 s
+# (2016 retried in a tight loop).
+_AUTH_BACKOFF = Backoff(base=1.0, cap=60.0)
 
 Subscriber = Callable[[Event], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
@@ -249,7 +254,7 @@ class Interpreter:
                 return
             self._auth_retry_scheduled = True
             # Back off instead of the 2016 tight re-authentication loop (bug 26).
-            delay = min(60.0, 2.0**self._auth_failures) if self._auth_failures else 0.0
+            delay = _AUTH_BACKOFF.delay(self._auth_failures + 1) if self._auth_failures else 0.0
             self._auth_failures += 1
             logger.info("Trying to authenticate again in %.0f s...", delay)
         elif isinstance(event, Authenticated):

@@ -17,6 +17,7 @@ import msgspec
 
 from swlm_sdk.protocol import ErrorEvent, Event, UpdateReport, UpdateReportSent
 
+from ._backoff import Backoff
 from ._errors import AuthError, BackendError
 
 __all__ = ["ReportSender"]
@@ -60,8 +61,7 @@ class ReportSender:
     ) -> None:
         self._backend = backend
         self._journal = journal
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(backoff, max_backoff)
         self._clock = clock
         self._wake = anyio.Event()
         self._sending: set[str] = set()  # sent right now by send(): not for the retry loop
@@ -88,7 +88,7 @@ class ReportSender:
                 logger.error("Core refused the report for %s: %s", report.update_id, exc)
                 self._journal.report_accepted(report.update_id)  # retrying cannot help
                 return ErrorEvent(str(exc))
-            delay = min(self._max_backoff, self._backoff * 2.0**attempts)
+            delay = self._backoff.delay(attempts + 1)
             self._journal.report_failed(report.update_id, self._clock() + delay, str(exc))
             self._wake.set()
             logger.warning(
@@ -126,6 +126,6 @@ class ReportSender:
             due = self._journal.next_report_due()
             wait = 3600.0 if due is None else max(0.0, due - self._clock())
             if skipped & self._sending:
-                wait = max(wait, self._backoff)  # still due, but send() wakes us when done
+                wait = max(wait, self._backoff.base)  # still due, but send() wakes us when done
             with anyio.move_on_after(wait):
                 await self._wake.wait()

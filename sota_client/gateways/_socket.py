@@ -29,6 +29,7 @@ from swlm_sdk.protocol import (
     parse_command,
 )
 
+from .._backoff import Backoff
 from .._errors import SotaError
 from ._unix import claim_socket_path, set_socket_group
 
@@ -176,8 +177,7 @@ class EventOutbox:
         self.path = path
         self._journal = journal
         self._timeout = timeout
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(backoff, max_backoff)
         self._watch_interval = watch_interval
         self._clock = clock
         self._wake = anyio.Event()
@@ -208,7 +208,7 @@ class EventOutbox:
             try:
                 await self._deliver(item.payload)
             except (OSError, TimeoutError, anyio.BrokenResourceError) as exc:
-                delay = min(self._max_backoff, self._backoff * 2.0**item.attempts)
+                delay = self._backoff.delay(item.attempts + 1)
                 next_at = self._clock() + delay
                 self._journal.event_failed(item.id, next_at, str(exc))
                 logger.log(

@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 
 from sota_client._backend import AuthSettings, CoreBackend
-from sota_client._download import Backoff
+from sota_client._backoff import Backoff
 from sota_client._interpreter import Interpreter, PackageManagerLike, Services
 from sota_client._reports import ReportSender
 from sota_client._store import Journal

@@ -16,7 +16,7 @@ import pytest
 
 from sota_client import __version__
 from sota_client._backend import AccessToken, AuthSettings, CoreBackend
-from sota_client._download import Backoff
+from sota_client._backoff import Backoff
 from sota_client._errors import (
     AuthError,
     BackendError,

@@ -17,7 +17,8 @@ import pytest
 
 from sota_client import _download
 from sota_client._backend import AuthSettings, CoreBackend
-from sota_client._download import BATCH_BYTES, Backoff, DownloadResult, check_update_id
+from sota_client._backoff import Backoff
+from sota_client._download import BATCH_BYTES, DownloadResult, check_update_id
 from sota_client._errors import AuthError, DownloadError, DownloadErrorKind
 
 from ._http_server import Exchange, Handler, ScriptedServer, answer, serve_bytes

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from sota_client._backend import AccessToken, CoreBackend
-from sota_client._download import Backoff
+from sota_client._backoff import Backoff
 from sota_client.pacman import FilePackageManager, InstallOutcome
 from sota_client.sim import AuthSettings, CoreSimulator, DelayFault, StatusFault
 from swlm_sdk.protocol import (
