@@ -25,14 +25,13 @@ import anyio
 import httpx
 import msgspec
 
+from swlm_sdk import Backoff
 from swlm_sdk.protocol import Package, UpdateReport, UpdateRequest
 
-from ._backoff import DEFAULT_BACKOFF, Backoff
 from ._download import (
     DownloadResult,
     Progress,
     StreamedResponse,
-    check_update_id,
     download_update,
 )
 from ._errors import (
@@ -44,10 +43,13 @@ from ._errors import (
     error_for_status,
     reason_phrase,
 )
+from ._ids import check_update_id
 
 __all__ = ["AccessToken", "AuthSettings", "CoreBackend"]
 
 logger = logging.getLogger(__name__)
+
+_DEFAULT_BACKOFF = Backoff()
 if logging.getLogger("httpx").level == logging.NOTSET:
     # httpx logs every request at INFO with its full URL, query included, and presigned storage
     # URLs carry credentials there; our own lines (below) leave the query out.
@@ -137,7 +139,7 @@ class CoreBackend:
         timeout: float = 20.0,
         user_agent: str | None = None,
         on_authenticated: Callable[[], Awaitable[None]] | None = None,
-        backoff: Backoff = DEFAULT_BACKOFF,
+        backoff: Backoff = _DEFAULT_BACKOFF,
         auth_attempts: int = 5,
         download_retries: int = 5,
         clock: Callable[[], float] = time.monotonic,

@@ -24,7 +24,8 @@ from typing import Protocol
 
 import anyio
 
-from ._backoff import DEFAULT_BACKOFF, Backoff
+from swlm_sdk import Backoff
+
 from ._errors import (
     AuthError,
     BackendError,
@@ -33,25 +34,24 @@ from ._errors import (
     TransportError,
     error_for_status,
 )
+from ._ids import PART_SUFFIX, check_update_id
 
 __all__ = [
     "DownloadResult",
     "Fetch",
     "Progress",
     "StreamedResponse",
-    "check_update_id",
     "download_update",
 ]
 
 logger = logging.getLogger(__name__)
 
+_DEFAULT_BACKOFF = Backoff()
+
 BATCH_BYTES = 1 << 20
 """Bytes buffered before one thread hop writes and hashes them (one hop per MiB, not per chunk)."""
 
 ERROR_BODY_LIMIT = 64 * 1024
-PART_SUFFIX = ".part"
-MAX_ID_BYTES = 255 - len(PART_SUFFIX)
-"""So that ``<id>.part`` still fits the 255-byte file-name limit of Linux file systems."""
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
@@ -95,49 +95,6 @@ class DownloadResult:
     sha256: str
 
 
-def check_update_id(update_id: str) -> str:
-    """Return ``update_id`` if it is safe as a single file name, else raise DownloadError.
-
-    Allowed: any non-empty text of at most 250 UTF-8 bytes (so ``<id>.part`` fits a file name)
-    without ``/``, NUL or other control characters, not starting with ``.`` (which rules out
-    ``.``, ``..`` and hidden files) and not ending in ``.part`` (the partial-download suffix).
-    UUIDs and names such as ``1``, ``u1`` and ``fake-pkg_1.0`` pass.
-
-    :raises DownloadError: of kind ``INVALID_ID``, naming the problem.
-    """
-    problem = _id_problem(update_id)
-    if problem is not None:
-        shown = repr(update_id[:64] + "..." if len(update_id) > 64 else update_id)
-        raise DownloadError(
-            DownloadErrorKind.INVALID_ID,
-            f"Invalid update id {shown}: {problem}",
-            update_id=update_id,
-        )
-    return update_id
-
-
-def _id_problem(update_id: object) -> str | None:
-    if not isinstance(update_id, str):
-        return "it is not a string"
-    if not update_id:
-        return "it is empty"
-    if update_id.startswith("."):
-        return "it starts with '.'"
-    if "/" in update_id:
-        return "it contains '/'"
-    if any(ord(c) < 0x20 or c == "\x7f" for c in update_id):
-        return "it contains a control character"
-    try:
-        size = len(update_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "it is not valid UTF-8"
-    if size > MAX_ID_BYTES:
-        return f"it is longer than {MAX_ID_BYTES} bytes"
-    if update_id.endswith(PART_SUFFIX):
-        return f"it ends with {PART_SUFFIX!r}, the suffix of partial downloads"
-    return None
-
-
 async def download_update(
     fetch: Fetch,
     dest_dir: str | os.PathLike[str],
@@ -145,7 +102,7 @@ async def download_update(
     *,
     progress: Progress | None = None,
     retries: int = 5,
-    backoff: Backoff = DEFAULT_BACKOFF,
+    backoff: Backoff = _DEFAULT_BACKOFF,
     expected_sha256: str | None = None,
 ) -> DownloadResult:
     """Download into ``<dest_dir>/<update_id>.part``, then rename it to ``<dest_dir>/<update_id>``.

@@ -8,7 +8,8 @@
      │    ├── HttpStatusError   Core answered with a status that is neither 2xx nor 401/403
      │    ├── AuthError         401/403 from Core, or the token request was refused
      │    └── DecodeError       a 2xx body that is not the JSON we need
-     └── DownloadError         an update image could not be stored (``kind`` says why)
+     ├── DownloadError         an update image could not be stored (``kind`` says why)
+     └── InvalidIdError        an update id that is not a safe file name (see ``_ids``)
 
 ``str(error)`` is the 2016 display text (``HTTP client error: Response Code: 404 Not Found``),
 which the daemon sends unchanged as ``Error`` and ``DownloadFailed`` texts. Every error has a
@@ -32,6 +33,7 @@ __all__ = [
     "DownloadError",
     "DownloadErrorKind",
     "HttpStatusError",
+    "InvalidIdError",
     "SotaError",
     "TransportError",
     "error_for_status",
@@ -112,7 +114,6 @@ class DecodeError(BackendError):
 class DownloadErrorKind(enum.StrEnum):
     """Why a download failed; decides ``transient`` and whether the ``.part`` file is kept."""
 
-    INVALID_ID = "invalid_id"  # the update id is not a safe file name; nothing was requested
     HTTP = "http"  # an error status, or a redirect gone wrong (no Location, too many hops)
     NETWORK = "network"  # could not connect or timed out, after the retries
     TRUNCATED = "truncated"  # the body stopped early, after the retries; .part kept for resume
@@ -156,6 +157,10 @@ class DownloadError(SotaError):
             else DownloadErrorKind.IO
         )
         return cls(kind, f"{io_error_text(exc)}: {what}", update_id=update_id)
+
+
+class InvalidIdError(SotaError):
+    """An update id that is not a safe single file name; nothing was done with it."""
 
 
 def response_data(status: int, reason: str, body: bytes) -> str:

@@ -18,6 +18,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
+from swlm_sdk import Backoff
 from swlm_sdk.protocol import (
     AlreadyAuthenticated,
     Authenticate,
@@ -60,9 +61,8 @@ from swlm_sdk.protocol import (
 
 from . import _systemd
 from ._activity import Activity
-from ._backoff import Backoff
-from ._download import check_update_id
 from ._errors import AuthError, DownloadError, SotaError
+from ._ids import check_update_id
 from ._reactions import ResolveInFlight, SendCurrentPackages, Step, follow_ups
 from ._reports import ReportSender
 
@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 # Waits before re-authenticating after NotAuthenticated: at once, then 2, 4 ... 60 s
 # (2016 retried in a tight loop).
-_AUTH_BACKOFF = Backoff(base=1.0, cap=60.0)
+_AUTH_BACKOFF = Backoff(initial_delay=1.0, max_delay=60.0)
 
 Subscriber = Callable[[Event], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]

@@ -15,9 +15,9 @@ from typing import Protocol
 import anyio
 import msgspec
 
+from swlm_sdk import Backoff
 from swlm_sdk.protocol import ErrorEvent, Event, UpdateReport, UpdateReportSent
 
-from ._backoff import Backoff
 from ._errors import AuthError, BackendError
 
 __all__ = ["ReportSender"]
@@ -126,6 +126,8 @@ class ReportSender:
             due = self._journal.next_report_due()
             wait = 3600.0 if due is None else max(0.0, due - self._clock())
             if skipped & self._sending:
-                wait = max(wait, self._backoff.base)  # still due, but send() wakes us when done
+                wait = max(
+                    wait, self._backoff.initial_delay
+                )  # still due, but send() wakes us when done
             with anyio.move_on_after(wait):
                 await self._wake.wait()

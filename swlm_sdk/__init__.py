@@ -8,6 +8,7 @@ daemon, so it stays light on a device.
 
 from . import sync as sync
 from ._app import App as App
+from ._backoff import Backoff as Backoff
 from ._client import Client as Client
 from ._client import Retry as Retry
 from ._client import clean_result_text as clean_result_text
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_COMMANDS_SOCKET",
     "DEFAULT_EVENTS_SOCKET",
     "App",
+    "Backoff",
     "Client",
     "CommandFailed",
     "CommandRejected",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from ._backoff import Backoff
 from ._errors import CommandFailed, CommandRejected, DaemonTimeout, TransportError
 from ._paths import StrPath, check_socket_path, resolve_socket_paths
 from ._wire import exchange
@@ -57,7 +59,7 @@ _HINT = "is the SOTA client running with socket = true in [gateway]?"
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Exponential backoff for commands whose daemon is unreachable.
+    """Retry a command whose daemon is unreachable, waiting as :class:`Backoff` says.
 
     ``attempts`` counts every try (``None``: retry forever). A command that timed out may
     already have run, so timeouts are retried only with ``retry_timeouts=True``.
@@ -69,14 +71,18 @@ class Retry:
     multiplier: float = 2.0
     retry_timeouts: bool = False
 
+    @property
+    def backoff(self) -> Backoff:
+        """The waits between tries."""
+        return Backoff(self.initial_delay, self.max_delay, self.multiplier)
+
     def delays(self) -> Iterator[float]:
         """The pauses between tries: one fewer than ``attempts``, growing to ``max_delay``."""
-        delay = self.initial_delay
-        count = 0
-        while self.attempts is None or count < self.attempts - 1:
-            yield min(delay, self.max_delay)
-            delay = min(delay * self.multiplier, self.max_delay)
-            count += 1
+        backoff = self.backoff
+        for failure in itertools.count(1):
+            if self.attempts is not None and failure >= self.attempts:
+                return
+            yield backoff.delay(failure)
 
 
 def clean_result_text(text: str | None) -> str:

@@ -10,7 +10,7 @@ import stat
 
 from .._errors import SotaError
 
-__all__ = ["claim_socket_path", "set_socket_group"]
+__all__ = ["claim_socket_path", "file_identity", "set_socket_group"]
 
 
 def claim_socket_path(path: str) -> None:
@@ -60,3 +60,12 @@ def set_socket_group(path: str, group: str) -> None:
         os.chown(path, -1, gid)
     except OSError as exc:
         raise SotaError(f"couldn't give {path} to group {group}: {exc.strerror}") from None
+
+
+def file_identity(path: str) -> tuple[int, int, int] | None:
+    """Which file is at ``path`` now (device, inode, change time), or None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_ctime_ns

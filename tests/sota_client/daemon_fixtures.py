@@ -13,16 +13,16 @@ import anyio
 import anyio.lowlevel
 
 from sota_client._backend import AuthSettings, CoreBackend
-from sota_client._backoff import Backoff
 from sota_client._interpreter import Interpreter, PackageManagerLike, Services
 from sota_client._reports import ReportSender
 from sota_client._store import Journal
 from sota_client.pacman import FilePackageManager
 from sota_client.sim import CoreSimulator
+from swlm_sdk import Backoff
 from swlm_sdk.protocol import Command, Event
 
 DEVICE = "123e4567-e89b-12d3-a456-426655440000"
-FAST_BACKOFF = Backoff(base=0.01, cap=0.05)
+FAST_BACKOFF = Backoff(initial_delay=0.01, max_delay=0.05)
 """Download retries and token-request backoff without real waits worth noticing."""
 
 E = TypeVar("E", bound=Event)

@@ -16,7 +16,6 @@ import pytest
 
 from sota_client import __version__
 from sota_client._backend import AccessToken, AuthSettings, CoreBackend
-from sota_client._backoff import Backoff
 from sota_client._errors import (
     AuthError,
     BackendError,
@@ -25,6 +24,7 @@ from sota_client._errors import (
     SotaError,
     TransportError,
 )
+from swlm_sdk import Backoff
 from swlm_sdk.protocol import Package, ResultCode, UpdateReport, UpdateRequestStatus
 
 from ._http_server import Exchange, Handler, ScriptedServer, answer, serve_bytes
@@ -434,7 +434,9 @@ async def test_bad_credentials_give_up_after_bounded_attempts(server: ScriptedSe
     server.route("POST", "/token", *tokens(token("t1")), answer(401))
     server.route("POST", f"{API}/updates/u1", answer(401))
     sleeps = Sleeps()
-    async with backend(server, backoff=Backoff(base=1.0, cap=60.0, sleep=sleeps)) as core:
+    async with backend(
+        server, backoff=Backoff(initial_delay=1.0, max_delay=60.0, sleep=sleeps)
+    ) as core:
         await core.authenticate()
         with pytest.raises(AuthError) as caught:
             await core.send_update_report(UpdateReport.single("u1", ResultCode.OK))

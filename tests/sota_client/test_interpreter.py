@@ -18,9 +18,9 @@ import msgspec
 import pytest
 
 from sota_client._backend import AccessToken, CoreBackend
-from sota_client._backoff import Backoff
 from sota_client.pacman import FilePackageManager, InstallOutcome
 from sota_client.sim import AuthSettings, CoreSimulator, DelayFault, StatusFault
+from swlm_sdk import Backoff
 from swlm_sdk.protocol import (
     AlreadyAuthenticated,
     Authenticate,
@@ -283,7 +283,7 @@ async def test_bad_credentials_retry_with_backoff_not_in_a_tight_loop(
         auth_sim,
         credentials=(CLIENT_ID, "wrong-secret"),
         sleep=sleeps,
-        backoff=Backoff(base=1.0, cap=60.0, sleep=record_token_wait),
+        backoff=Backoff(initial_delay=1.0, max_delay=60.0, sleep=record_token_wait),
     ) as d:
         assert await d.execute(Authenticate()) == NotAuthenticated()
         await sleeps.wait_for_count(4)

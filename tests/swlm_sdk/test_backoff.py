@@ -2,17 +2,17 @@
 
 import pytest
 
-from sota_client._backoff import Backoff
+from swlm_sdk import Backoff
 
 
 @pytest.mark.parametrize(
     ("failures", "delay"), [(0, 5.0), (1, 5.0), (2, 10.0), (3, 20.0), (7, 320.0), (8, 600.0)]
 )
 def test_doubles_from_base_up_to_the_cap(failures: int, delay: float) -> None:
-    assert Backoff(base=5.0, cap=600.0).delay(failures) == delay
+    assert Backoff(initial_delay=5.0, max_delay=600.0).delay(failures) == delay
 
 
 @pytest.mark.parametrize("failures", [1024, 1025, 10**9])
 def test_days_of_failures_never_overflow(failures: int) -> None:
     # 2.0 ** 1024 raises OverflowError: a report or event retried for a week reaches that.
-    assert Backoff(base=5.0, cap=600.0).delay(failures) == 600.0
+    assert Backoff(initial_delay=5.0, max_delay=600.0).delay(failures) == 600.0

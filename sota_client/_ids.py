@@ -1,0 +1,57 @@
+"""The one rule for update ids, checked wherever an id enters the daemon.
+
+An id arrives from a command (socket, console, later D-Bus and HTTP), from Core's update list and
+from the journal, and it becomes a file name in ``packages_dir`` and a segment of a Core URL. So
+it must be a safe single file name, short enough that ``<id>.part`` fits and that its
+percent-encoded form keeps every URL well within limits.
+"""
+
+from __future__ import annotations
+
+from ._errors import InvalidIdError
+
+__all__ = ["MAX_ID_BYTES", "PART_SUFFIX", "check_update_id", "id_problem"]
+
+PART_SUFFIX = ".part"
+MAX_ID_BYTES = 255 - len(PART_SUFFIX)
+"""So that ``<id>.part`` still fits the 255-byte file-name limit of Linux file systems."""
+
+
+def check_update_id(update_id: str) -> str:
+    """Return ``update_id`` if it is safe as a single file name, else raise InvalidIdError.
+
+    Allowed: any non-empty text of at most 250 UTF-8 bytes (so ``<id>.part`` fits a file name)
+    without ``/``, NUL or other control characters, not starting with ``.`` (which rules out
+    ``.``, ``..`` and hidden files) and not ending in ``.part`` (the partial-download suffix).
+    UUIDs and names such as ``1``, ``u1`` and ``fake-pkg_1.0`` pass.
+
+    :raises InvalidIdError: naming the problem.
+    """
+    problem = id_problem(update_id)
+    if problem is not None:
+        shown = repr(update_id[:64] + "..." if len(update_id) > 64 else update_id)
+        raise InvalidIdError(f"Invalid update id {shown}: {problem}")
+    return update_id
+
+
+def id_problem(update_id: object) -> str | None:
+    """What is wrong with ``update_id`` as an update id, or None if it is fine."""
+    if not isinstance(update_id, str):
+        return "it is not a string"
+    if not update_id:
+        return "it is empty"
+    if update_id.startswith("."):
+        return "it starts with '.'"
+    if "/" in update_id:
+        return "it contains '/'"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in update_id):
+        return "it contains a control character"
+    try:
+        size = len(update_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    if size > MAX_ID_BYTES:
+        return f"it is longer than {MAX_ID_BYTES} bytes"
+    if update_id.endswith(PART_SUFFIX):
+        return f"it ends with {PART_SUFFIX!r}, the suffix of partial downloads"
+    return None
