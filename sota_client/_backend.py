@@ -118,8 +118,6 @@ class CoreBackend:
         https, and the system's CAs are used when it is missing.
     :param timeout: seconds for each connect, read, write and pool wait; a whole JSON call (all
         its redirects and its body) must finish within three times this.
-    :param on_authenticated: awaited after every successful token fetch (2016 re-sent the
-        package list and system info then); its exceptions are logged, not raised.
     :param backoff: waits between token requests after failures and between download retries.
     :param auth_attempts: token requests made to recover from a 401/403 before giving up.
     :param download_retries: retries of a download that makes no progress.
@@ -138,7 +136,6 @@ class CoreBackend:
         ca_file: str | None = None,
         timeout: float = 20.0,
         user_agent: str | None = None,
-        on_authenticated: Callable[[], Awaitable[None]] | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
         auth_attempts: int = 5,
         download_retries: int = 5,
@@ -158,7 +155,6 @@ class CoreBackend:
             self._basic = "Basic " + base64.b64encode(credentials).decode("ascii")
         verify = _tls_context(ca_file, required=any(url.scheme == "https" for url in urls))
         self._deadline = 3 * timeout
-        self._on_authenticated = on_authenticated
         self._backoff = backoff
         self._auth_attempts = max(1, auth_attempts)
         self._download_retries = download_retries
@@ -227,9 +223,7 @@ class CoreBackend:
         if self._auth is None:
             return None
         async with self._token_lock:
-            token = await self._fetch_token()
-        await self._notify_authenticated()
-        return token
+            return await self._fetch_token()
 
     async def get_update_requests(self) -> list[UpdateRequest]:
         """``GET /updates``: the pending and in-flight updates, stably sorted by ``installPos``."""
@@ -256,7 +250,6 @@ class CoreBackend:
         packages_dir: str,
         *,
         progress: Progress | None = None,
-        expected_sha256: str | None = None,
     ) -> DownloadResult:
         """``GET /updates/<id>/download`` into ``<packages_dir>/<id>``; see ``download_update``.
 
@@ -284,7 +277,6 @@ class CoreBackend:
                 progress=progress,
                 retries=self._download_retries,
                 backoff=self._backoff,
-                expected_sha256=expected_sha256,
             )
 
         return await self._authorized(attempt)
@@ -321,17 +313,12 @@ class CoreBackend:
         """The token to send, fetched first if none is held or it is due for refresh."""
         if self._auth is None:
             return None
-        fetched = False
         async with self._token_lock:
             if self._token is None or (
                 self._refresh_at is not None and self._clock() >= self._refresh_at
             ):
                 await self._fetch_token()
-                fetched = True
-            token = self._token
-        if fetched:
-            await self._notify_authenticated()
-        return token
+            return self._token
 
     async def _reauthenticate(self, stale: AccessToken | None) -> None:
         """Replace a refused token, trying up to ``auth_attempts`` times with backoff."""
@@ -349,7 +336,6 @@ class CoreBackend:
                     ):
                         raise
                     logger.warning("Authentication attempt %d failed: %s", attempt, exc)
-        await self._notify_authenticated()
 
     async def _fetch_token(self) -> AccessToken:
         """One token request (after a backoff wait if the last ones failed); lock held."""
@@ -369,14 +355,6 @@ class CoreBackend:
         self._refresh_at = _refresh_time(self._clock(), token.expires_in)
         logger.info("Authenticated; the token expires in %d s", token.expires_in)
         return token
-
-    async def _notify_authenticated(self) -> None:
-        if self._on_authenticated is None:
-            return
-        try:
-            await self._on_authenticated()
-        except Exception:
-            logger.exception("The on_authenticated callback failed")
 
     # -- HTTP -----------------------------------------------------------------------------
 

@@ -103,7 +103,6 @@ async def download_update(
     progress: Progress | None = None,
     retries: int = 5,
     backoff: Backoff = _DEFAULT_BACKOFF,
-    expected_sha256: str | None = None,
 ) -> DownloadResult:
     """Download into ``<dest_dir>/<update_id>.part``, then rename it to ``<dest_dir>/<update_id>``.
 
@@ -120,13 +119,6 @@ async def download_update(
     job = await anyio.to_thread.run_sync(_Job.open, os.fspath(dest_dir), update_id, progress)
     try:
         await _attempts(job, fetch, retries, backoff)
-        if expected_sha256 is not None and job.file.sha256 != expected_sha256.lower():
-            raise DownloadError(
-                DownloadErrorKind.CHECKSUM,
-                f"Download error: update {update_id} has sha256 {job.file.sha256}, "
-                f"expected {expected_sha256.lower()}",
-                update_id=update_id,
-            )
         result = await anyio.to_thread.run_sync(job.finish)
     except DownloadError as exc:
         if not exc.transient:

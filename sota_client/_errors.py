@@ -118,7 +118,6 @@ class DownloadErrorKind(enum.StrEnum):
     NETWORK = "network"  # could not connect or timed out, after the retries
     TRUNCATED = "truncated"  # the body stopped early, after the retries; .part kept for resume
     SIZE_MISMATCH = "size_mismatch"  # more bytes than announced, or an inconsistent Range answer
-    CHECKSUM = "checksum"  # the sha256 is not the expected one
     DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing
     IO = "io"  # any other local file-system error
 

@@ -108,19 +108,14 @@ async def test_token_request_golden_bytes(server: ScriptedServer) -> None:
 async def test_authenticate(server: ScriptedServer) -> None:
     """Reference 10.5 test_authenticate: the token has exactly the server's values."""
     server.route("POST", "/token", lambda ex: ex.json(200, TOKEN))
-    calls: list[str] = []
-
-    async def on_authenticated() -> None:
-        calls.append("authenticated")
-
-    async with backend(server, on_authenticated=on_authenticated) as core:
+    async with backend(server) as core:
         assert core.auth_configured
         assert not core.authenticated
         got = await core.authenticate()
         assert core.authenticated
     assert got == AccessToken("token", "type", 10, "scope1 scope2")
     assert core.token == got
-    assert calls == ["authenticated"]
+    assert len(server.requests_to("/token")) == 1
     assert "token'" not in repr(got)
     assert "access_token=<5 chars>" in repr(got)
 
@@ -360,12 +355,7 @@ async def test_token_is_refreshed_before_it_expires(server: ScriptedServer) -> N
     core_routes(server)
     server.route("POST", "/token", *tokens(token("t1", 100), token("t2", 100)))
     clock = Clock()
-    authenticated: list[float] = []
-
-    async def on_authenticated() -> None:
-        authenticated.append(clock.now)
-
-    async with backend(server, clock=clock, on_authenticated=on_authenticated) as core:
+    async with backend(server, clock=clock) as core:
         await core.authenticate()
         clock.now += 69  # 100 s lifetime: refreshed 30 s early
         await core.send_installed_packages([])
@@ -385,7 +375,6 @@ async def test_token_is_refreshed_before_it_expires(server: ScriptedServer) -> N
         "Bearer t2",
         "Bearer t2",
     ]
-    assert authenticated == [1000.0, 1070.0]
 
 
 async def test_token_is_fetched_lazily(server: ScriptedServer) -> None:
@@ -400,14 +389,7 @@ async def test_401_reauthenticates_and_the_report_is_not_lost(server: ScriptedSe
     server.route("POST", "/token", *tokens(token("t1"), token("t2")))
     server.route("POST", f"{API}/updates/u1", answer(401, b"expired"), answer(204))
     sleeps = Sleeps()
-    authenticated: list[str] = []
-
-    async def on_authenticated() -> None:
-        authenticated.append("yes")
-
-    async with backend(
-        server, backoff=Backoff(sleep=sleeps), on_authenticated=on_authenticated
-    ) as core:
+    async with backend(server, backoff=Backoff(sleep=sleeps)) as core:
         await core.authenticate()
         await core.send_update_report(UpdateReport.single("u1", ResultCode.OK))
         assert core.token is not None
@@ -416,7 +398,6 @@ async def test_401_reauthenticates_and_the_report_is_not_lost(server: ScriptedSe
     assert [request.header("Authorization") for request in reports] == ["Bearer t1", "Bearer t2"]
     assert reports[0].body == reports[1].body
     assert len(server.requests_to("/token")) == 2
-    assert authenticated == ["yes", "yes"]
     assert sleeps.delays == []
 
 
@@ -462,20 +443,6 @@ async def test_auth_server_down_is_transient(server: ScriptedServer) -> None:
         assert caught.value.transient
         assert await core.get_update_requests() == []
     assert sleeps.delays == [1.0]
-
-
-async def test_on_authenticated_failure_is_logged_not_raised(
-    server: ScriptedServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    server.route("POST", "/token", lambda ex: ex.json(200, TOKEN))
-
-    async def broken() -> None:
-        raise RuntimeError("listing packages failed")
-
-    async with backend(server, on_authenticated=broken) as core:
-        with caplog.at_level(logging.ERROR):
-            assert await core.authenticate() is not None
-    assert "on_authenticated callback failed" in caplog.text
 
 
 async def test_secrets_are_not_logged(

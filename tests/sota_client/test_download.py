@@ -317,19 +317,6 @@ async def test_refused_even_after_reauthentication(server: ScriptedServer, tmp_p
     assert (tmp_path / "u1.part").read_bytes() == IMAGE[:10]  # kept: the data is good
 
 
-async def test_checksum(server: ScriptedServer, tmp_path: Path) -> None:
-    server.route("GET", DOWNLOAD, serve())
-    result = await download(server, tmp_path, expected_sha256=SHA256.upper())
-    assert result.sha256 == SHA256
-    with pytest.raises(DownloadError) as caught:
-        await download(server, tmp_path, update_id="u1", expected_sha256="0" * 64)
-    assert caught.value.kind is DownloadErrorKind.CHECKSUM
-    assert str(caught.value) == (
-        f"Download error: update u1 has sha256 {SHA256}, expected {'0' * 64}"
-    )
-    assert sorted(os.listdir(tmp_path)) == ["u1"]  # the first, good one; no .part
-
-
 async def test_disk_full(
     server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
