@@ -15,7 +15,15 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,6 +37,8 @@ from swlm_sdk import Backoff
 from swlm_sdk.protocol import Package, UpdateReport, UpdateRequest
 
 from ._download import (
+    DEFAULT_MAX_DOWNLOAD_SIZE,
+    Checkpoint,
     DownloadResult,
     Progress,
     StreamedResponse,
@@ -38,7 +48,9 @@ from ._errors import (
     AuthError,
     BackendError,
     DecodeError,
+    InternalError,
     SotaError,
+    TokenError,
     TransportError,
     error_for_status,
     reason_phrase,
@@ -73,6 +85,9 @@ _FORM = "application/x-www-form-urlencoded; charset=utf-8"
 _TOKEN_BODY = b"grant_type=client_credentials"
 _MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
 _ENCODER = msgspec.json.Encoder()
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_TOKEN_LENGTH = 16 << 10
+"""Longest access token accepted (JWTs are a few KiB); it is sent in every request's header."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,7 @@ class CoreBackend:
         self._token: AccessToken | None = None
         self._refresh_at: float | None = None
         self._token_failures = 0
+        self._token_retry_at: float | None = None  # no token request before this (backoff)
         self._token_lock = anyio.Lock()
         self._client = httpx.AsyncClient(
             verify=verify,
@@ -222,27 +238,32 @@ class CoreBackend:
         """
         if self._auth is None:
             return None
-        async with self._token_lock:
-            return await self._fetch_token()
+        with _boundary("authenticate"):
+            async with self._token_lock:
+                return await self._fetch_token()
 
     async def get_update_requests(self) -> list[UpdateRequest]:
         """``GET /updates``: the pending and in-flight updates, stably sorted by ``installPos``."""
-        body = await self._call("GET", "/updates", body_limit=JSON_LIMIT)
-        requests: list[UpdateRequest] = _decode(_UPDATES_DECODER, body)
-        return sorted(requests, key=lambda request: request.install_pos)
+        with _boundary("get_update_requests"):
+            body = await self._call("GET", "/updates", body_limit=JSON_LIMIT)
+            requests: list[UpdateRequest] = _decode(_UPDATES_DECODER, body)
+            return sorted(requests, key=lambda request: request.install_pos)
 
     async def send_update_report(self, report: UpdateReport) -> None:
         """``POST /updates/<update_id>`` with the JSON array of the report's operation results."""
-        path = "/updates/" + _segment(report.update_id, "update id")
-        await self._call("POST", path, content=_ENCODER.encode(report.operation_results))
+        with _boundary("send_update_report"):
+            path = "/updates/" + _segment(report.update_id, "update id")
+            await self._call("POST", path, content=_ENCODER.encode(report.operation_results))
 
     async def send_installed_packages(self, packages: Sequence[Package]) -> None:
         """``PUT /installed`` with ``[{"name":..,"version":..}]``; Core replaces its list."""
-        await self._call("PUT", "/installed", content=_ENCODER.encode(list(packages)))
+        with _boundary("send_installed_packages"):
+            await self._call("PUT", "/installed", content=_ENCODER.encode(list(packages)))
 
     async def send_system_info(self, text: str) -> None:
         """``PUT /system_info`` with the system_info output as-is (Core requires JSON)."""
-        await self._call("PUT", "/system_info", content=text.encode("utf-8"))
+        with _boundary("send_system_info"):
+            await self._call("PUT", "/system_info", content=text.encode("utf-8"))
 
     async def download(
         self,
@@ -250,6 +271,9 @@ class CoreBackend:
         packages_dir: str,
         *,
         progress: Progress | None = None,
+        max_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
+        resume: Checkpoint | None = None,
+        checkpoint: Callable[[Checkpoint], None] | None = None,
     ) -> DownloadResult:
         """``GET /updates/<id>/download`` into ``<packages_dir>/<id>``; see ``download_update``.
 
@@ -261,7 +285,14 @@ class CoreBackend:
         :raises AuthError: still refused after re-authenticating.
         """
         check_update_id(update_id)
-        url = self._core.join(f"{self._device_path}/updates/{_segment(update_id)}/download")
+        url = self._api_url(f"/updates/{_segment(update_id)}/download")
+        latest = resume  # the attempt after re-authenticating resumes from the newest one
+
+        def record(point: Checkpoint) -> None:
+            nonlocal latest
+            latest = point
+            if checkpoint is not None:
+                checkpoint(point)
 
         async def attempt(credentials: _Credentials) -> DownloadResult:
             @asynccontextmanager
@@ -275,19 +306,29 @@ class CoreBackend:
                 packages_dir,
                 update_id,
                 progress=progress,
+                max_size=max_size,
+                resume=latest,
+                checkpoint=record,
                 retries=self._download_retries,
                 backoff=self._backoff,
             )
 
-        return await self._authorized(attempt)
+        with _boundary("download"):
+            return await self._authorized(attempt)
 
     # -- auth -----------------------------------------------------------------------------
+
+    def _api_url(self, suffix: str) -> httpx.URL:
+        try:
+            return self._core.join(self._device_path + suffix)
+        except httpx.InvalidURL as exc:
+            raise BackendError(f"Url parse error: {suffix[:200]!r}: {exc}") from None
 
     async def _call(
         self, method: str, suffix: str, *, content: bytes | None = None, body_limit: int = 0
     ) -> bytes:
         """One Core call, authorized: ``content`` is sent as JSON; returns the 2xx body."""
-        url = self._core.join(self._device_path + suffix)
+        url = self._api_url(suffix)
 
         async def attempt(credentials: _Credentials) -> bytes:
             headers = await credentials.headers()
@@ -337,20 +378,42 @@ class CoreBackend:
                         raise
                     logger.warning("Authentication attempt %d failed: %s", attempt, exc)
 
+    async def token_backoff(self) -> None:
+        """Wait until the next token request is due: at once, or after failures the backoff.
+
+        Every token request waits here, so no caller can make a tight loop; a caller may also
+        wait here first, without holding anything, to know the request will go out at once.
+        """
+        retry_at = self._token_retry_at
+        if retry_at is not None:
+            delay = retry_at - self._clock()
+            if delay > 0:
+                await self._backoff.sleep(delay)
+            if self._token_retry_at == retry_at:
+                self._token_retry_at = None  # served: the request after it goes out at once
+
     async def _fetch_token(self) -> AccessToken:
-        """One token request (after a backoff wait if the last ones failed); lock held."""
+        """One token request (after a backoff wait if the last ones failed); lock held.
+
+        :raises AuthError: the auth server refused the credentials (401/403).
+        :raises TokenError: any other failure; its text is the underlying 2016 text.
+        """
         assert self._token_url is not None
-        if self._token_failures:
-            await self._backoff.wait(self._token_failures)
+        await self.token_backoff()
         headers = {"Authorization": self._basic, "Content-Type": _FORM}
         try:
             body = await self._exchange("POST", self._token_url, headers, _TOKEN_BODY, JSON_LIMIT)
             token = _decode(_TOKEN_DECODER, body)
-        except BackendError:
+            _check_token(token)
+        except BackendError as exc:
             self._token = None
             self._token_failures += 1
-            raise
+            self._token_retry_at = self._clock() + self._backoff.delay(self._token_failures)
+            if isinstance(exc, AuthError | TokenError):
+                raise
+            raise TokenError(str(exc), cause=exc) from exc
         self._token_failures = 0
+        self._token_retry_at = None
         self._token = token
         self._refresh_at = _refresh_time(self._clock(), token.expires_in)
         logger.info("Authenticated; the token expires in %d s", token.expires_in)
@@ -405,6 +468,11 @@ class CoreBackend:
                 request = self._client.build_request(
                     method, url, headers=request_headers, content=content
                 )
+            except (httpx.InvalidURL, UnicodeError, ValueError, TypeError) as exc:
+                raise BackendError(
+                    f"Http client error: cannot make the request {method} {_show(url)}: {exc}"
+                ) from exc
+            try:
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise _transport_error(method, url, exc) from exc
@@ -418,7 +486,8 @@ class CoreBackend:
                 if not location:
                     raise BackendError(
                         "Http client error: redirect missing Location header "
-                        f"({response.status_code} {reason} from {method} {_show(url)})"
+                        f"({response.status_code} {reason} from {method} {_show(url)})",
+                        transient=True,  # a server misconfiguration, which may be fixed
                     )
                 url = _redirect_target(url, location)
                 # 2016: a redirect goes out without credentials (presigned storage URLs).
@@ -429,7 +498,10 @@ class CoreBackend:
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-        raise BackendError(f"Http client error: more than {MAX_REDIRECTS} redirects")
+        # Transient: a redirect loop is a server misconfiguration, which may be fixed.
+        raise BackendError(
+            f"Http client error: more than {MAX_REDIRECTS} redirects", transient=True
+        )
 
 
 class _Credentials:
@@ -490,7 +562,7 @@ class _Response:
             async for chunk in source:
                 yield chunk
             ended = True
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.StreamError) as exc:
             ended = True
             raise _transport_error(self._method, self._url, exc) from exc
         finally:
@@ -525,6 +597,33 @@ def _refresh_time(now: float, expires_in: int) -> float | None:
         return None
     margin = min(max(0.1 * expires_in, 30.0), 0.5 * expires_in)
     return now + expires_in - margin
+
+
+@contextlib.contextmanager
+def _boundary(call: str) -> Iterator[None]:
+    """Nothing but a SotaError leaves the backend: anything else (a library's exception, a bug)
+    becomes an :class:`InternalError`, with its traceback logged once here."""
+    try:
+        yield
+    except SotaError:
+        raise
+    except Exception as exc:
+        logger.exception("Unexpected error in CoreBackend.%s", call)
+        raise InternalError(f"CoreBackend.{call}", exc) from exc
+
+
+def _check_token(token: AccessToken) -> None:
+    """The token goes into an HTTP header: it must be an RFC 6750 ``b64token`` of sane size."""
+    if len(token.access_token) > MAX_TOKEN_LENGTH:
+        raise TokenError(
+            f"Invalid access token: longer than {MAX_TOKEN_LENGTH} characters "
+            f"({len(token.access_token)})"
+        )
+    if not _B64TOKEN.fullmatch(token.access_token):
+        raise TokenError(
+            "Invalid access token: only letters, digits and -._~+/ (then '=') may appear "
+            "in a bearer token"
+        )
 
 
 def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
@@ -604,10 +703,24 @@ _TRANSPORT_WHAT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
 )
 
 
-def _transport_error(method: str, url: httpx.URL, exc: httpx.HTTPError) -> TransportError:
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+"""Failures before a connection existed: the request cannot have reached the server."""
+
+
+def _transport_error(
+    method: str, url: httpx.URL, exc: httpx.HTTPError | httpx.StreamError
+) -> TransportError:
     what = next((text for kind, text in _TRANSPORT_WHAT if isinstance(exc, kind)), "failed")
     detail = str(exc) or type(exc).__name__
-    return TransportError(f"HTTP transport error: {method} {_show(url)}: {what}: {detail}")
+    return TransportError(
+        f"HTTP transport error: {method} {_show(url)}: {what}: {detail}",
+        maybe_delivered=not isinstance(exc, _NEVER_SENT),
+    )
 
 
 def _default_user_agent() -> str:

@@ -1,9 +1,11 @@
 """The daemon's root: builds every part from the config and runs them in one task group.
 
 Start-up order: journal, Core backend, gateways (``READY=1`` once they listen), then
-``Authenticate`` (which, as in 2016, sends the package list and system info), downloads that a
-previous run left unfinished, the report and event retry loops, and the poller. SIGTERM, SIGINT
-and the ``Shutdown`` command cancel the group; installs run shielded and finish first.
+``Authenticate`` (which, as in 2016, sends the package list and system info), every update a
+previous run left unfinished, the report and event retry loops, and the poller. The background
+loops are supervised: one that fails is logged and restarted, and never ends the daemon.
+SIGTERM, SIGINT and the ``Shutdown`` command cancel the group; installs run shielded and
+finish first.
 """
 
 from __future__ import annotations
@@ -18,17 +20,21 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskGroup
 
-from swlm_sdk.protocol import Authenticate, GetUpdateRequests, StartDownload
+from swlm_sdk.protocol import Authenticate
 
 from . import _systemd
 from ._backend import AuthSettings, CoreBackend
 from ._config import Config
 from ._errors import SotaError
 from ._interpreter import Interpreter, Services
+from ._packages_dir import prepare_packages_dir
+from ._poller import Poller
 from ._reports import ReportSender
 from ._store import Journal
+from ._supervisor import supervise
 from ._sysinfo import run_system_info
 from .gateways import CommandServer, EventOutbox, run_console
+from .gateways._unix import raise_open_file_limit
 from .pacman import create_package_manager
 
 __all__ = ["run"]
@@ -68,12 +74,7 @@ async def _main(config: Config) -> None:
                 "[gateway] %s = true: this gateway is not available in this version; ignored",
                 name,
             )
-    try:
-        os.makedirs(config.device.packages_dir, exist_ok=True)
-    except OSError as exc:
-        raise SotaError(
-            f"couldn't create device.packages_dir {config.device.packages_dir}: {exc.strerror}"
-        ) from None
+    prepare_packages_dir(config.device.packages_dir)
     journal = Journal.open(os.path.join(config.device.state_dir, "sota.db"))
     try:
         async with _backend(config) as backend, anyio.create_task_group() as tg:
@@ -115,6 +116,8 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         package_manager=create_package_manager(manager.kind, manager.path),
         system_info=system_info,
         shutdown=tg.cancel_scope.cancel,
+        max_concurrent_downloads=config.device.max_concurrent_downloads,
+        max_download_size=config.device.max_download_size,
     )
     interpreter = Interpreter(services, tg)
     tg.start_soon(_stop_on_signals, tg)
@@ -122,7 +125,9 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
 
     network = config.network
     if config.gateway.socket:
+        raise_open_file_limit()  # every peer of the commands socket holds a descriptor
         outbox = EventOutbox(network.socket_events_path, journal)
+        services.outbox_entry = outbox.entry_for
         services.subscribers.append(outbox.publish)
         server = CommandServer(
             network.socket_commands_path,
@@ -132,35 +137,20 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         )
         await tg.start(server.serve)
         logger.info("Sending events to %s", network.socket_events_path)
-        tg.start_soon(outbox.run)
+        tg.start_soon(
+            supervise, "event delivery", functools.partial(outbox.run, interpreter.publish)
+        )
     if config.gateway.console:
         tg.start_soon(run_console, interpreter.execute, sys.stdin, sys.stdout)
     _systemd.notify("READY=1", "STATUS=Starting: authenticating with Core")
 
-    tg.start_soon(reports.run, interpreter.publish)
+    tg.start_soon(supervise, "report", functools.partial(reports.run, interpreter.publish))
     await interpreter.execute(Authenticate())
-    for update_id in journal.downloads_in_progress():
-        logger.info("Resuming the download of update %s", update_id)
-        interpreter.submit(StartDownload(update_id))
+    await interpreter.recover()
     if config.core.polling:
-        tg.start_soon(_poll, interpreter, config.core.polling_sec)
+        poller = Poller(interpreter, config.core.polling_sec)
+        tg.start_soon(supervise, "polling", poller.run)
     _systemd.notify("STATUS=Running")
-
-
-async def _poll(interpreter: Interpreter, seconds: int) -> None:
-    """Ask Core for updates every ``seconds``, counted from when all follow-up work is done.
-
-    Polling while an update is still being processed made the 2016 client download and install
-    it twice (PRO-1654); waiting for idle prevents that.
-    """
-    logger.info("Polling for new updates every %d seconds.", seconds)
-    while True:
-        await interpreter.activity.wait_idle()
-        await anyio.sleep(seconds)
-        await interpreter.activity.wait_idle()
-        _systemd.notify("STATUS=Polling Core for updates")
-        await interpreter.execute(GetUpdateRequests())
-        _systemd.notify("STATUS=Running")
 
 
 async def _stop_on_signals(tg: TaskGroup) -> None:

@@ -1,4 +1,5 @@
-"""Streams an update image to ``<dir>/<update_id>``: Range resume, sha256, bounded memory, rename.
+"""Streams an update image to ``<dir>/<update_id>``: bounded size and memory, sha256, Range resume
+of only the ``.part`` files it wrote itself (checkpoints), atomic rename.
 
 No HTTP client here: the caller passes a ``fetch`` that opens the response (the backend's, which
 also handles auth and redirects), so the request logic exists once.
@@ -37,6 +38,8 @@ from ._errors import (
 from ._ids import PART_SUFFIX, check_update_id
 
 __all__ = [
+    "DEFAULT_MAX_DOWNLOAD_SIZE",
+    "Checkpoint",
     "DownloadResult",
     "Fetch",
     "Progress",
@@ -50,6 +53,14 @@ _DEFAULT_BACKOFF = Backoff()
 
 BATCH_BYTES = 1 << 20
 """Bytes buffered before one thread hop writes and hashes them (one hop per MiB, not per chunk)."""
+
+DEFAULT_MAX_DOWNLOAD_SIZE = 4 << 30
+"""The default of ``device.max_download_size``: no image may be larger (4 GiB)."""
+
+CHECKPOINT_MIN = 1 << 20
+CHECKPOINT_MAX = 64 << 20
+"""A checkpoint is due once the bytes since the last one reach an eighth of the file size,
+clamped to these: frequent enough that a restart re-fetches little, rare enough to cost nothing."""
 
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -95,28 +106,68 @@ class DownloadResult:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The first ``size`` bytes of a ``.part`` the daemon wrote and synced, and their hex
+    ``sha256``: the only proof that a ``.part`` found after a restart is ours and intact."""
+
+    size: int
+    sha256: str
+
+
+def checkpoint_due(last: int) -> int:
+    """The smallest size ``s`` with ``s - last >= clamp(s // 8, 1 MiB, 64 MiB)``.
+
+    Checkpoints fall on these exact offsets (the writes are split there), so the same download
+    gives the same checkpoints on every run, which crash tests rely on.
+    """
+    low, high = last + CHECKPOINT_MIN, last + CHECKPOINT_MAX  # the rule holds at ``high``
+    while low < high:
+        middle = (low + high) // 2
+        if middle - last >= min(max(middle // 8, CHECKPOINT_MIN), CHECKPOINT_MAX):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 async def download_update(
     fetch: Fetch,
     dest_dir: str | os.PathLike[str],
     update_id: str,
     *,
+    max_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
+    resume: Checkpoint | None = None,
+    checkpoint: Callable[[Checkpoint], None] | None = None,
     progress: Progress | None = None,
     retries: int = 5,
     backoff: Backoff = _DEFAULT_BACKOFF,
 ) -> DownloadResult:
     """Download into ``<dest_dir>/<update_id>.part``, then rename it to ``<dest_dir>/<update_id>``.
 
-    An existing ``.part`` (from a daemon restart) is hashed and resumed with ``Range``; so is a
-    connection that drops midway. A server that ignores Range (200) starts the file over; 416 counts
-    as complete only if its total equals what we have. Up to ``retries`` consecutive attempts
-    without progress are retried after ``backoff`` waits. The ``.part`` is kept when the error
-    is transient (or an auth failure), and removed when its content or the update is no good.
+    An existing ``.part`` is resumed with ``Range`` only if it is a regular file of ours (one
+    link, owned by our uid) whose first ``resume.size`` bytes hash to ``resume.sha256``; it is
+    cut back to that size, since bytes written after the last checkpoint may not have survived
+    a power cut. Any other ``.part`` is removed and the download starts over. ``checkpoint`` is
+    called (in the caller's thread, so it must be quick) with each new :class:`Checkpoint`: at
+    the offsets of :func:`checkpoint_due` and when a transfer breaks off; the caller stores it
+    and passes the latest as ``resume`` next time.
+
+    A connection that drops midway is resumed with ``Range``. A server that ignores Range (200)
+    starts the file over; 416 counts as complete only if its total equals what we have. Up to
+    ``retries`` consecutive attempts without progress are retried after ``backoff`` waits. The
+    file never grows past the announced size nor past ``max_size``, and an announced size must
+    fit ``max_size`` and the free space before any byte is written. The ``.part`` is kept when
+    the error is transient (or an auth failure), and removed when its content or the update is
+    no good.
 
     :raises DownloadError: every failure except auth; ``kind`` and ``transient`` say which.
     :raises AuthError: the server answered 401/403 (the caller re-authenticates and calls again).
     """
     check_update_id(update_id)
-    job = await anyio.to_thread.run_sync(_Job.open, os.fspath(dest_dir), update_id, progress)
+    job = await anyio.to_thread.run_sync(
+        _Job.open, os.fspath(dest_dir), update_id, resume, _Options(max_size, checkpoint, progress)
+    )
     try:
         await _attempts(job, fetch, retries, backoff)
         result = await anyio.to_thread.run_sync(job.finish)
@@ -188,23 +239,43 @@ async def _shielded(fn: Callable[[], None]) -> None:
         await anyio.to_thread.run_sync(fn)
 
 
+def _free_bytes(directory: str) -> int:
+    """Bytes an unprivileged writer may still use in ``directory`` (root's reserve left out)."""
+    info = os.statvfs(directory)
+    return info.f_bavail * info.f_frsize
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What the caller chose for one download: the size bound and whom to tell what."""
+
+    max_size: int
+    checkpoint: Callable[[Checkpoint], None] | None
+    progress: Progress | None
+
+
 class _Job:
     """One download's state across its requests: the open ``.part`` file and what we know."""
 
-    def __init__(self, update_id: str, final: str, progress: Progress | None) -> None:
+    def __init__(self, update_id: str, final: str, options: _Options) -> None:
         self.update_id = update_id
         self.final = final
         self.part = final + PART_SUFFIX
-        self.progress = progress
+        self.options = options
         self.total: int | None = None
         self.interrupted = False  # the last failure broke off a body, rather than a connect
         self.file = _PartFile(self.part, update_id)
+        self._checkpointed = 0  # the size of the last checkpoint (or of the resumed file)
+        self._due = checkpoint_due(0)
 
     @classmethod
-    def open(cls, dest_dir: str, update_id: str, progress: Progress | None) -> _Job:
-        """Open (or create) the ``.part`` file and hash what it already holds; blocking."""
-        job = cls(update_id, os.path.join(os.path.abspath(dest_dir), update_id), progress)
-        job.file.open()
+    def open(
+        cls, dest_dir: str, update_id: str, resume: Checkpoint | None, options: _Options
+    ) -> _Job:
+        """Resume the ``.part`` if it matches ``resume``, else create it anew; blocking."""
+        job = cls(update_id, os.path.join(os.path.abspath(dest_dir), update_id), options)
+        job.file.open(resume)
+        job._checkpointed_at(job.file.size)
         if job.file.size:
             logger.info("Resuming the download of update %s at %d bytes", update_id, job.file.size)
         return job
@@ -221,7 +292,7 @@ class _Job:
                 body = await response.read(ERROR_BODY_LIMIT)
                 raise error_for_status(status, response.reason, body)
             if status == 206:
-                first, self.total = self._content_range(response)
+                first, total = self._content_range(response)
                 if first != have:
                     raise self._mismatch(
                         f"the server sent bytes from {first} when asked for bytes={have}-"
@@ -232,34 +303,98 @@ class _Job:
                         "The server ignored Range for update %s; starting over", self.update_id
                     )
                     await anyio.to_thread.run_sync(self.file.truncate)
-                self.total = _int_header(response, "Content-Length")
+                    self._checkpointed_at(0)
+                total = _int_header(response, "Content-Length")
+            await self._announced(total)
             await self._stream(response)
         if self.total is not None and self.file.size < self.total:
             return False  # a shorter range than asked for: ask for the rest
         return True
+
+    async def _announced(self, total: int | None) -> None:
+        """Check the size the server announced against ``max_size`` and the free space."""
+        self.total = total
+        if total is None:
+            return  # chunked or close-delimited: bounded by max_size while streaming
+        if total > self.options.max_size:
+            raise DownloadError(
+                DownloadErrorKind.TOO_LARGE,
+                f"Download error: update {self.update_id} is {total} bytes, more than "
+                f"device.max_download_size ({self.options.max_size})",
+                update_id=self.update_id,
+            )
+        if total < self.file.size:
+            raise self._larger_than(total)
+        directory = os.path.dirname(self.final)
+        with _os_errors(f"checking the free space in {directory}", self.update_id):
+            free = await anyio.to_thread.run_sync(_free_bytes, directory)
+        need = total - self.file.size
+        if need > free:
+            raise DownloadError(
+                DownloadErrorKind.DISK_FULL,
+                f"Download error: update {self.update_id} needs {need} more bytes, "
+                f"only {free} are free in {directory}",
+                update_id=self.update_id,
+            )
 
     async def _stream(self, response: StreamedResponse) -> None:
         buffer = bytearray()
         try:
             async with aclosing(response.iter_raw()) as chunks:
                 async for chunk in chunks:
+                    self._check_growth(len(buffer) + len(chunk))
                     buffer += chunk
-                    if len(buffer) >= BATCH_BYTES:
+                    if len(buffer) >= min(BATCH_BYTES, self._due - self.file.size):
                         await self._flush(buffer)
         except TransportError:
             self.interrupted = True
             await self._flush(buffer)  # what arrived is good: resume after it
+            if self.file.size > self._checkpointed:
+                if self.options.checkpoint is not None:
+                    await anyio.to_thread.run_sync(self.file.sync)
+                self._checkpoint()
             raise
         await self._flush(buffer)
 
-    async def _flush(self, buffer: bytearray) -> None:
-        if buffer:
-            await anyio.to_thread.run_sync(self.file.write, buffer)
-            buffer.clear()
-        if self.total is not None and self.file.size > self.total:
+    def _check_growth(self, extra: int) -> None:
+        """Refuse ``extra`` more bytes before they are written if they pass a bound."""
+        size = self.file.size + extra
+        if self.total is not None and size > self.total:
             raise self._mismatch(f"the server sent more than the announced {self.total} bytes")
-        if self.progress is not None:
-            self.progress(self.file.size, self.total)
+        if size > self.options.max_size:
+            raise DownloadError(
+                DownloadErrorKind.TOO_LARGE,
+                f"Download error: update {self.update_id} sent more than "
+                f"device.max_download_size ({self.options.max_size}) bytes without announcing "
+                "its size",
+                update_id=self.update_id,
+            )
+
+    async def _flush(self, buffer: bytearray) -> None:
+        """Write the buffer, split at the checkpoint offset so checkpoints land exactly there."""
+        while buffer:
+            room = self._due - self.file.size
+            if len(buffer) < room:
+                await anyio.to_thread.run_sync(self.file.write, buffer, False)
+                buffer.clear()
+                break
+            synced = self.options.checkpoint is not None
+            await anyio.to_thread.run_sync(self.file.write, buffer[:room], synced)
+            del buffer[:room]
+            self._checkpoint()
+        if self.options.progress is not None:
+            self.options.progress(self.file.size, self.total)
+
+    def _checkpoint(self) -> None:
+        """Tell the caller how much is on disk; its bytes were synced first, so that after a
+        power cut the checkpoint still matches the file (and the resume is not wasted)."""
+        self._checkpointed_at(self.file.size)
+        if self.options.checkpoint is not None:
+            self.options.checkpoint(Checkpoint(self.file.size, self.file.sha256))
+
+    def _checkpointed_at(self, size: int) -> None:
+        self._checkpointed = size
+        self._due = checkpoint_due(size)
 
     async def _unsatisfiable(self, response: StreamedResponse) -> bool:
         match = _UNSATISFIED_RANGE.fullmatch(response.header("Content-Range") or "")
@@ -269,12 +404,10 @@ class _Job:
             self.total = total
             return True
         if total is not None and total < have:
-            raise self._mismatch(
-                f"the partial file {self.part} has {have} bytes, "
-                f"more than the {total} bytes of the update"
-            )
+            raise self._larger_than(total)
         logger.info("Range not satisfiable for update %s; starting over", self.update_id)
         await anyio.to_thread.run_sync(self.file.truncate)
+        self._checkpointed_at(0)
         return False
 
     def _content_range(self, response: StreamedResponse) -> tuple[int, int | None]:
@@ -284,6 +417,12 @@ class _Job:
             raise self._mismatch(f"invalid Content-Range {value[:100]!r} in a 206 response")
         total = None if match[3] == "*" else int(match[3])
         return int(match[1]), total
+
+    def _larger_than(self, total: int) -> DownloadError:
+        return self._mismatch(
+            f"the partial file {self.part} has {self.file.size} bytes, "
+            f"more than the {total} bytes of the update"
+        )
 
     def _mismatch(self, what: str) -> DownloadError:
         return DownloadError(
@@ -323,27 +462,88 @@ class _PartFile:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def open(self) -> None:
-        # O_NOFOLLOW: a symlink planted at the .part path must not redirect our writes.
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        with self._os_errors("opening"):
-            self.fd = os.open(self.path, flags, 0o644)
-        try:
-            with self._os_errors("reading"):
-                if not stat.S_ISREG(os.fstat(self.fd).st_mode):
-                    raise OSError(errno.EINVAL, "Not a regular file")
-                while block := os.read(self.fd, BATCH_BYTES):
-                    self._hash.update(block)
-                    self.size += len(block)
-        except BaseException:
-            self.close()
-            raise
+    def open(self, resume: Checkpoint | None) -> None:
+        """Resume the ``.part`` if it is ours and matches ``resume``; else start a new one.
 
-    def write(self, data: bytearray) -> None:
+        Anyone who can write to the directory could have planted the ``.part``: a link to a
+        file elsewhere (which we would then overwrite), a file of theirs (which they could change
+        after we checked it), or bytes of their choosing. Only a file we wrote qualifies.
+        """
+        with self._os_errors("opening"):
+            try:
+                found = os.lstat(self.path)
+            except FileNotFoundError:
+                found = None
+            if found is not None:
+                problem = _not_ours(found) or self._resume(resume)
+                if problem is None:
+                    return
+                self._remove_planted(found, problem)
+            # O_EXCL | O_NOFOLLOW: whatever appears at the path meanwhile, we never write to it.
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            self.fd = os.open(self.path, flags, 0o644)
+
+    def _resume(self, resume: Checkpoint | None) -> str | None:
+        """Open the file and keep its checkpointed bytes; else why it cannot be resumed."""
+        if resume is None:
+            return "there is no checkpoint to resume from"
+        try:
+            # O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open.
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "it is a symbolic link"
+            raise
+        try:
+            problem = _not_ours(os.fstat(fd))
+            if problem is None:
+                have, digest = _hash_prefix(fd, resume.size)
+                if have < resume.size:
+                    problem = f"it has {have} bytes, fewer than the {resume.size} of its checkpoint"
+                elif digest.hexdigest() != resume.sha256:
+                    problem = f"its first {resume.size} bytes do not match its checkpoint"
+            if problem is None:
+                os.ftruncate(fd, resume.size)  # bytes past the checkpoint may be garbage
+        except BaseException:
+            os.close(fd)
+            raise
+        if problem is not None:
+            os.close(fd)
+            return problem
+        self.fd, self.size, self._hash = fd, resume.size, digest
+        return None
+
+    def _remove_planted(self, found: os.stat_result, problem: str) -> None:
+        if stat.S_ISDIR(found.st_mode):
+            raise DownloadError(
+                DownloadErrorKind.IO,
+                f"Download error: update {self.update_id}: {self.path} is a directory, not a "
+                "partial download; remove it",
+                update_id=self.update_id,
+            )
+        with self._os_errors("removing"):
+            try:
+                os.unlink(self.path)  # removes a link itself, never what it points to
+            except FileNotFoundError:
+                pass
+        logger.warning(
+            "Removed %s (%s); the download of update %s starts over",
+            self.path,
+            problem,
+            self.update_id,
+        )
+
+    def write(self, data: bytearray, sync: bool) -> None:
         with self._os_errors("writing"), memoryview(data) as view:
             _write_all(self.fd, view)
             self._hash.update(view)
             self.size += len(view)
+            if sync:
+                os.fdatasync(self.fd)
+
+    def sync(self) -> None:
+        with self._os_errors("writing"):
+            os.fdatasync(self.fd)
 
     def truncate(self) -> None:
         with self._os_errors("truncating"):
@@ -358,6 +558,7 @@ class _PartFile:
             os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
+            # rename() replaces the name ``final`` itself: a symlink planted there is not followed.
             os.replace(self.path, final)
             directory = os.open(os.path.dirname(final), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -381,6 +582,30 @@ class _PartFile:
 
     def _os_errors(self, doing: str) -> AbstractContextManager[None]:
         return _os_errors(f"{doing} {self.path}", self.update_id)
+
+
+def _not_ours(info: os.stat_result) -> str | None:
+    """Why a file at the ``.part`` path cannot be one the daemon wrote, or None."""
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if info.st_nlink != 1:
+        return f"it has {info.st_nlink} hard links"
+    if info.st_uid != os.geteuid():
+        return f"it is owned by uid {info.st_uid}, not by the daemon's uid {os.geteuid()}"
+    return None
+
+
+def _hash_prefix(fd: int, size: int) -> tuple[int, hashlib._Hash]:
+    """Hash up to ``size`` bytes from the start of ``fd``; leaves the offset after them."""
+    digest = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    have = 0
+    while have < size and (block := os.read(fd, min(size - have, BATCH_BYTES))):
+        digest.update(block)
+        have += len(block)
+    return have, digest
 
 
 @contextmanager

@@ -7,8 +7,10 @@
      │    ├── TransportError    no usable HTTP exchange: connect, read, write, timeout, protocol
      │    ├── HttpStatusError   Core answered with a status that is neither 2xx nor 401/403
      │    ├── AuthError         401/403 from Core, or the token request was refused
+     │    ├── TokenError        the auth server gave no usable token (down, 404, HTML, junk)
      │    └── DecodeError       a 2xx body that is not the JSON we need
      ├── DownloadError         an update image could not be stored (``kind`` says why)
+     ├── InternalError         a library or the daemon itself raised something unexpected
      └── InvalidIdError        an update id that is not a safe file name (see ``_ids``)
 
 ``str(error)`` is the 2016 display text (``HTTP client error: Response Code: 404 Not Found``),
@@ -33,8 +35,10 @@ __all__ = [
     "DownloadError",
     "DownloadErrorKind",
     "HttpStatusError",
+    "InternalError",
     "InvalidIdError",
     "SotaError",
+    "TokenError",
     "TransportError",
     "error_for_status",
     "io_error_text",
@@ -64,9 +68,15 @@ class TransportError(BackendError):
     """No usable HTTP exchange: refused, reset, timed out, or the server broke the protocol.
 
     The message names the request (method and URL without its query) and what went wrong.
+    ``maybe_delivered`` is False only when the request certainly never reached the server
+    (no connection was made); otherwise the server may have acted on it.
     """
 
     transient = True
+
+    def __init__(self, message: str, *, maybe_delivered: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
 
 
 class _ResponseError(BackendError):
@@ -103,6 +113,21 @@ class AuthError(_ResponseError):
     prefix = "HTTP authorization error"
 
 
+class TokenError(BackendError):
+    """The auth server did not give a usable token, for any reason but refused credentials.
+
+    Kept apart from Core's own answers: a 404 or an HTML page from the token endpoint says
+    nothing about the call that needed the token (a report must never be dropped for it).
+    Transient: the auth server may be fixed or come back.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, cause: BackendError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class DecodeError(BackendError):
     """A 2xx response whose body is not the JSON expected (2016: ``Failed to decode JSON``)."""
 
@@ -118,6 +143,7 @@ class DownloadErrorKind(enum.StrEnum):
     NETWORK = "network"  # could not connect or timed out, after the retries
     TRUNCATED = "truncated"  # the body stopped early, after the retries; .part kept for resume
     SIZE_MISMATCH = "size_mismatch"  # more bytes than announced, or an inconsistent Range answer
+    TOO_LARGE = "too_large"  # larger than device.max_download_size (announced or streamed)
     DISK_FULL = "disk_full"  # ENOSPC / EDQUOT while writing
     IO = "io"  # any other local file-system error
 
@@ -156,6 +182,17 @@ class DownloadError(SotaError):
             else DownloadErrorKind.IO
         )
         return cls(kind, f"{io_error_text(exc)}: {what}", update_id=update_id)
+
+
+class InternalError(SotaError):
+    """An exception nobody expected (a library's, or a bug), converted at a boundary.
+
+    It becomes an ``Error`` event and a logged traceback instead of a dead task; an entry of
+    the journal that keeps causing it is set aside (see ``_supervisor.Strikes``).
+    """
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(f"Internal error in {where}: {type(exc).__name__}: {exc}")
 
 
 class InvalidIdError(SotaError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._errors import InvalidIdError
 
-__all__ = ["MAX_ID_BYTES", "PART_SUFFIX", "check_update_id", "id_problem"]
+__all__ = ["MAX_ID_BYTES", "PART_SUFFIX", "check_update_id", "id_problem", "shown_id"]
 
 PART_SUFFIX = ".part"
 MAX_ID_BYTES = 255 - len(PART_SUFFIX)
@@ -29,9 +29,13 @@ def check_update_id(update_id: str) -> str:
     """
     problem = id_problem(update_id)
     if problem is not None:
-        shown = repr(update_id[:64] + "..." if len(update_id) > 64 else update_id)
-        raise InvalidIdError(f"Invalid update id {shown}: {problem}")
+        raise InvalidIdError(f"Invalid update id {shown_id(update_id)}: {problem}")
     return update_id
+
+
+def shown_id(update_id: str) -> str:
+    """An id as it appears in messages: quoted, and cut short if it is long."""
+    return repr(update_id[:64] + "..." if len(update_id) > 64 else update_id)
 
 
 def id_problem(update_id: object) -> str | None:

@@ -1,15 +1,20 @@
 """Runs commands: each becomes Core calls, downloads or installs, and ends in one final event.
 
 Commands run concurrently (a long download does not hold up a report), but one update is never
-downloaded or installed twice at once. Every event is published to the subscribers (gateways)
-and then fed through the follow-up table, whose work is counted so the poller knows when the
-daemon is idle.
+downloaded or installed twice at once, and downloads wait their turn in Core's ``installPos``
+order. Each update's progress is a state in the journal, written in one transaction with the
+event and the report it causes; what an update needs next is decided from that state (at every
+poll and at start-up), never from memory. Every event is published to the subscribers
+(gateways) and then fed through the follow-up table, whose work is counted so the poller knows
+when the daemon is idle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +23,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from swlm_sdk import Backoff
+from swlm_sdk._killpoints import kill_point
 from swlm_sdk.protocol import (
     AlreadyAuthenticated,
     Authenticate,
@@ -54,6 +59,7 @@ from swlm_sdk.protocol import (
     SystemInfoSent,
     UpdateReport,
     UpdateRequest,
+    UpdateRequestStatus,
     UpdatesReceived,
     encode_event,
     format_command,
@@ -61,21 +67,25 @@ from swlm_sdk.protocol import (
 
 from . import _systemd
 from ._activity import Activity
+from ._download import DEFAULT_MAX_DOWNLOAD_SIZE, Checkpoint
 from ._errors import AuthError, DownloadError, SotaError
-from ._ids import check_update_id
-from ._reactions import ResolveInFlight, SendCurrentPackages, Step, follow_ups
-from ._reports import ReportSender
+from ._ids import PART_SUFFIX, check_update_id, id_problem, shown_id
+from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
+from ._reports import ReportSender, encode_report
+from ._store import DownloadState, Journal, UpdateState
+from ._turns import Turns
 
-__all__ = ["Interpreter", "Services"]
+__all__ = ["MAX_UPDATES_PER_POLL", "Interpreter", "Services"]
 
 logger = logging.getLogger(__name__)
 
-# Waits before re-authenticating after NotAuthenticated: at once, then 2, 4 ... 60 s
-# (2016 retried in a tight loop).
-_AUTH_BACKOFF = Backoff(initial_delay=1.0, max_delay=60.0)
+MAX_UPDATES_PER_POLL = 1000
+"""Updates taken from one update list; the rest wait for later polls (Core keeps them)."""
+
+_WARNED_IDS_LIMIT = 1024
 
 Subscriber = Callable[[Event], Awaitable[None]]
-Sleep = Callable[[float], Awaitable[None]]
+OutboxEntry = Callable[[Event], "tuple[str, bytes] | None"]
 
 
 class DownloadResultLike(Protocol):
@@ -95,6 +105,7 @@ class BackendLike(Protocol):
     @property
     def authenticated(self) -> bool: ...
     async def authenticate(self) -> object: ...
+    async def token_backoff(self) -> None: ...
     async def get_update_requests(self) -> list[UpdateRequest]: ...
     async def send_installed_packages(self, packages: Sequence[Package]) -> None: ...
     async def send_system_info(self, text: str) -> None: ...
@@ -104,6 +115,9 @@ class BackendLike(Protocol):
         packages_dir: str,
         *,
         progress: Callable[[int, int | None], None] | None = None,
+        max_size: int = ...,
+        resume: Checkpoint | None = None,
+        checkpoint: Callable[[Checkpoint], None] | None = None,
     ) -> DownloadResultLike: ...
 
 
@@ -119,14 +133,6 @@ class InstallOutcomeLike(Protocol):
     def text(self) -> str: ...
     @property
     def ok(self) -> bool: ...
-
-
-class JournalLike(Protocol):
-    def begin_download(self, update_id: str, path: str) -> None: ...
-    def finish_download(self, update_id: str, size: int, sha256: str) -> None: ...
-    def fail_download(self, update_id: str, error: str) -> None: ...
-    def mark_update(self, update_id: str, state: str) -> None: ...
-    def update_state(self, update_id: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,35 +159,39 @@ class Services:
     """Everything the interpreter works with; built by the daemon from the config."""
 
     backend: BackendLike
-    journal: JournalLike
+    journal: Journal
     reports: ReportSender
     packages_dir: str
     package_manager: PackageManagerLike | None = None
     system_info: Callable[[], Awaitable[str]] | None = None
     shutdown: Callable[[], None] = lambda: None
     subscribers: list[Subscriber] = field(default_factory=list)
+    #: The outbox form of an event an SWLM gateway must deliver durably (None: no such event,
+    #: or no such gateway); written in the transaction of the state change that causes it.
+    outbox_entry: OutboxEntry | None = None
+    max_concurrent_downloads: int = 1
+    max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE
 
 
 class Interpreter:
     """Executes commands and their follow-ups inside the daemon's task group."""
 
-    def __init__(
-        self, services: Services, task_group: TaskGroup, *, sleep: Sleep = anyio.sleep
-    ) -> None:
-        """:param sleep: waits out follow-up delays (re-authentication backoff); for tests."""
+    def __init__(self, services: Services, task_group: TaskGroup) -> None:
         self._s = services
         self._tg = task_group
-        self._sleep = sleep
         self.activity = Activity()
         self._update_locks: dict[str, anyio.Lock] = {}
         # One package-manager run at a time: dpkg and rpm lock their database, so a second
         # concurrent install would fail at once instead of waiting its turn.
         self._install_lock = anyio.Lock()
         self._downloads: dict[str, _SharedDownload] = {}
+        self._installing: set[str] = set()
+        self._turns = Turns(services.max_concurrent_downloads)
         self._announced_auth = False
         self._authenticating: anyio.Event | None = None
-        self._auth_failures = 0
         self._auth_retry_scheduled = False
+        self._warned: set[str] = set()  # "once" warnings already given, by key
+        self._over_cap = False
 
     # -- running commands -------------------------------------------------------------------
 
@@ -193,23 +203,37 @@ class Interpreter:
         with self.activity.working():
             return await self._run(command)
 
-    def submit(self, step: Step, *, delay: float = 0.0) -> None:
-        """Schedule follow-up work; it counts as activity from now until it ends."""
-        self.activity.begin()
-        self._tg.start_soon(self._run_step, step, delay)
+    def submit(self, step: Step) -> None:
+        """Schedule follow-up work; it counts as activity from now until it ends.
 
-    async def _run_step(self, step: Step, delay: float) -> None:
+        A step that may download takes its place in the download queue now, so downloads
+        start in the order they were scheduled.
+        """
+        self.activity.begin()
+        ticket = self._turns.ticket() if isinstance(step, StartDownload | ResolveUpdate) else None
+        self._tg.start_soon(self._run_step, step, ticket)
+
+    async def recover(self) -> None:
+        """At start-up: drive every update the journal has in an unfinished state forward.
+
+        A download that was running resumes; an image that was downloaded but not handed
+        over is handed over; an install that was cut short runs again. Reports are the
+        report sender's: it sends every queued one.
+        """
+        for record in self._s.journal.unfinished_updates():
+            logger.info("Update %s was %s when the daemon stopped", record.update_id, record.state)
+            self.submit(ResolveUpdate(record.update_id))
+
+    async def _run_step(self, step: Step, ticket: int | None) -> None:
         try:
-            if delay:
-                await self._sleep(delay)
             if isinstance(step, Authenticate):
                 self._auth_retry_scheduled = False
             if isinstance(step, SendCurrentPackages):
                 await self._send_current_packages()
-            elif isinstance(step, ResolveInFlight):
-                await self._resolve_in_flight(step.request)
+            elif isinstance(step, ResolveUpdate):
+                await self._resolve(step, ticket)
             else:
-                await self._run(step)
+                await self._run(step, ticket=ticket)
         # Follow-ups run in the daemon's task group: an error escaping here would stop it all.
         except SotaError as exc:
             logger.error("Follow-up %s failed: %s", step, exc)
@@ -218,12 +242,14 @@ class Interpreter:
             logger.exception("Follow-up %s failed unexpectedly", step)
             await self.publish(ErrorEvent(f"Internal error: {exc}"))
         finally:
+            if ticket is not None:
+                self._turns.cancel(ticket)
             self.activity.end()
 
-    async def _run(self, command: Command) -> Event | None:
+    async def _run(self, command: Command, *, ticket: int | None = None) -> Event | None:
         logger.info("Running command: %s", _describe(command))
         try:
-            event = await self._dispatch(command)
+            event = await self._dispatch(command, ticket)
         except AuthError as exc:
             logger.error("HTTP authorization failed: %s", exc)
             event = NotAuthenticated()
@@ -246,33 +272,32 @@ class Interpreter:
                 await subscriber(event)
             except Exception:
                 logger.exception("An event subscriber failed on %s", event)
-        delay = 0.0
         if isinstance(event, NotAuthenticated):
             if self._auth_retry_scheduled:
                 # One retry chain is enough: a chain per refused command (each poll adds one)
                 # would multiply the token requests while the credentials are bad.
                 return
+            # The backend waits (backoff) before each token request after a failure, so this
+            # chain is never the 2016 tight re-authentication loop (bug 26).
             self._auth_retry_scheduled = True
-            # Back off instead of the 2016 tight re-authentication loop (bug 26).
-            delay = _AUTH_BACKOFF.delay(self._auth_failures + 1) if self._auth_failures else 0.0
-            self._auth_failures += 1
-            logger.info("Trying to authenticate again in %.0f s...", delay)
-        elif isinstance(event, Authenticated):
-            self._auth_failures = 0
+            logger.info("Authenticating again")
         for step in follow_ups(
             event,
             package_manager=self._s.package_manager is not None,
             system_info=self._s.system_info is not None,
         ):
-            self.submit(step, delay=delay)
+            self.submit(step)
 
-    async def _dispatch(self, command: Command) -> Event | _Echo | None:
+    async def _dispatch(self, command: Command, ticket: int | None) -> Event | _Echo | None:
         backend = self._s.backend
         if isinstance(command, Shutdown):
             self._s.shutdown()
             return None
         if isinstance(command, Authenticate):
             return await self._authenticate()
+        update_id = _update_id_of(command)
+        if update_id is not None:
+            check_update_id(update_id)  # it becomes a file name and a URL path segment
         if backend.auth_configured and not backend.authenticated:
             await self._authentication_settled()
             # A report goes on regardless: the backend fetches a token first, and a report it
@@ -281,10 +306,10 @@ class Interpreter:
                 return NotAuthenticated()
         match command:
             case GetUpdateRequests():
-                requests = await backend.get_update_requests()
+                requests = self._admissible(await backend.get_update_requests())
                 if not requests:
                     return NoUpdateRequests()
-                return UpdatesReceived(tuple(sorted(requests, key=lambda r: r.install_pos)))
+                return UpdatesReceived(tuple(requests))
             case ListInstalledPackages():
                 return FoundInstalledPackages(tuple(await self._installed_packages()))
             case ListSystemInfo():
@@ -300,10 +325,42 @@ class Interpreter:
             case SendUpdateReport(report=report):
                 return await self._s.reports.send(report)
             case StartDownload(update_id=update_id):
-                return await self._download(update_id)
+                return await self._download(update_id, ticket)
             case StartInstall(update_id=update_id):
                 return await self._install(update_id)
         raise SotaError(f"unsupported command {command.name}")
+
+    def _admissible(self, requests: Sequence[UpdateRequest]) -> list[UpdateRequest]:
+        """Core's list, in ``installPos`` order, without unusable ids, at most
+        :data:`MAX_UPDATES_PER_POLL` long. Each problem is logged once, not at every poll."""
+        usable = []
+        for request in sorted(requests, key=lambda r: r.install_pos):
+            problem = id_problem(request.request_id)
+            if problem is None:
+                usable.append(request)
+            else:
+                shown = shown_id(request.request_id)
+                self._warn_once(f"id:{shown}", "Ignoring update %s from Core: %s", shown, problem)
+        if len(usable) > MAX_UPDATES_PER_POLL:
+            if not self._over_cap:
+                logger.warning(
+                    "Core lists %d updates; handling the first %d (by installPos) now and the "
+                    "rest once these are done",
+                    len(usable),
+                    MAX_UPDATES_PER_POLL,
+                )
+            self._over_cap = True
+            return usable[:MAX_UPDATES_PER_POLL]
+        self._over_cap = False
+        return usable
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key in self._warned:
+            return
+        if len(self._warned) >= _WARNED_IDS_LIMIT:
+            self._warned.clear()
+        self._warned.add(key)
+        logger.warning(message, *args)
 
     # -- the commands -----------------------------------------------------------------------
 
@@ -316,6 +373,12 @@ class Interpreter:
                 return AlreadyAuthenticated()
             self._announced_auth = True
             return Authenticated()
+        await self._authentication_settled()
+        if backend.authenticated:
+            return AlreadyAuthenticated()
+        # After failed attempts the backend's backoff applies: wait it out here, where other
+        # commands need not wait for us, rather than while marked as authenticating.
+        await backend.token_backoff()
         await self._authentication_settled()
         if backend.authenticated:
             return AlreadyAuthenticated()
@@ -367,44 +430,93 @@ class Interpreter:
                 self._update_locks.pop(update_id, None)
 
     def _busy(self, update_id: str) -> bool:
-        lock = self._update_locks.get(update_id)
-        return lock is not None and lock.locked()
+        """Whether this update is being downloaded or installed (or waits to be) right now."""
+        return update_id in self._downloads or update_id in self._installing
 
-    async def _download(self, update_id: str) -> Event | _Echo:
-        check_update_id(update_id)  # an id is a file name: never "../x" or "/etc/passwd"
+    def _outbox(self, event: Event) -> tuple[str, bytes] | None:
+        entry = self._s.outbox_entry
+        return None if entry is None else entry(event)
+
+    async def _download(self, update_id: str, ticket: int | None) -> Event | _Echo:
         while (running := self._downloads.get(update_id)) is not None:
+            if ticket is not None:
+                self._turns.cancel(ticket)  # joining: no slot of our own
+                ticket = None
             logger.info("Update %s is already being downloaded; waiting for it", update_id)
             await running.done.wait()
             if running.outcome is not None:
                 return _Echo(running.outcome)
         shared = self._downloads[update_id] = _SharedDownload()
         try:
-            shared.outcome = await self._download_now(update_id)
+            async with self._turns.turn(ticket):
+                shared.outcome = await self._download_now(update_id)
             return shared.outcome
         finally:
             del self._downloads[update_id]
             shared.done.set()
 
     async def _download_now(self, update_id: str) -> Event:
+        journal = self._s.journal
+        image = _image_path(self._s.packages_dir, update_id)
         async with self._holding(update_id):
-            self._s.journal.begin_download(update_id, _image_path(self._s.packages_dir, update_id))
+            again = await self._hand_over_again(update_id, image)
+            if again is not None:
+                return again
+            journal.begin_download(update_id, image)
+            record = journal.download(update_id)
+            resume = None
+            if record is not None and record.size and record.sha256:
+                resume = Checkpoint(record.size, record.sha256)
             await self.publish(DownloadingUpdate(update_id))
-            progress = _ProgressLog(update_id)
+
+            def checkpoint(point: Checkpoint) -> None:
+                journal.download_checkpoint(update_id, point.size, point.sha256)
+
             try:
                 result = await self._s.backend.download(
-                    update_id, self._s.packages_dir, progress=progress
+                    update_id,
+                    self._s.packages_dir,
+                    progress=_ProgressLog(update_id),
+                    max_size=self._s.max_download_size,
+                    resume=resume,
+                    checkpoint=checkpoint,
                 )
             except AuthError:
                 raise
             except DownloadError as exc:
-                self._s.journal.fail_download(update_id, str(exc))
-                return DownloadFailed(update_id, str(exc))
-            self._s.journal.finish_download(update_id, result.size, result.sha256)
-            self._s.journal.mark_update(update_id, "downloaded")
+                _remove(image + PART_SUFFIX)  # over for good: nothing will resume it
+                failed = DownloadFailed(update_id, str(exc))
+                report = UpdateReport.single(update_id, ResultCode.GENERAL_ERROR, str(exc))
+                journal.fail_download(
+                    update_id, str(exc), report=encode_report(report), event=self._outbox(failed)
+                )
+                return failed
+            complete = DownloadComplete(update_id, result.path, "")
+            journal.finish_download(
+                update_id, result.size, result.sha256, event=self._outbox(complete)
+            )
             logger.info(
                 "Downloaded update %s: %d bytes, sha256 %s", update_id, result.size, result.sha256
             )
-            return DownloadComplete(update_id, result.path, "")
+            return complete
+
+    async def _hand_over_again(self, update_id: str, image: str) -> Event | None:
+        """``DownloadComplete`` again, without downloading, if the complete image is still
+        there as the journal recorded it (size and SHA-256 checked), so an SWLM that lost
+        the event can be handed it again with ``StartDownload``."""
+        record = self._s.journal.download(update_id)
+        if record is None or record.state is not DownloadState.COMPLETE or record.sha256 is None:
+            return None
+        digest = await anyio.to_thread.run_sync(_file_sha256, image, record.size)
+        if digest != record.sha256:
+            logger.info("The image of update %s is gone or changed; downloading it again", image)
+            return None
+        complete = DownloadComplete(update_id, image, "")
+        self._s.journal.finish_download(
+            update_id, record.size, record.sha256, event=self._outbox(complete)
+        )
+        logger.info("Update %s is already downloaded; handing it over again", update_id)
+        return complete
 
     async def _install(self, update_id: str) -> Event:
         manager = self._s.package_manager
@@ -413,61 +525,139 @@ class Interpreter:
                 "Package error: StartInstall needs a package manager, "
                 'but device.package_manager is "off"'
             )
+        self._installing.add(update_id)
+        try:
+            async with self._holding(update_id), self._install_lock:
+                return await self._install_now(manager, update_id)
+        finally:
+            self._installing.discard(update_id)
+
+    async def _install_now(self, manager: PackageManagerLike, update_id: str) -> Event:
+        path = _image_path(self._s.packages_dir, update_id)
+        if not await anyio.Path(path).is_file():
+            raise SotaError(f"Package error: no downloaded image for update {update_id}")
+        self._s.journal.begin_install(update_id)
+        await self.publish(InstallingUpdate(update_id))
+        outcome = await manager.install(path)
+        kill_point("install.done")  # installed, and the journal does not know yet
+        report = UpdateReport.single(update_id, outcome.code, outcome.text)
+        self._s.journal.finish_install(update_id, encode_report(report))
+        if not outcome.ok:
+            return InstallFailed(report)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            logger.warning("couldn't remove installed image %s: %s", path, exc)
+        return InstallComplete(report)
+
+    async def _resolve(self, step: ResolveUpdate, ticket: int | None) -> None:
+        """Take an update one step forward from the state the journal has for it."""
+        update_id, request = step.update_id, step.request
+        if self._busy(update_id):
+            return
         check_update_id(update_id)
-        async with self._holding(update_id), self._install_lock:
-            path = _image_path(self._s.packages_dir, update_id)
-            if not await anyio.Path(path).is_file():
-                raise SotaError(f"Package error: no downloaded image for update {update_id}")
-            await self.publish(InstallingUpdate(update_id))
-            outcome = await manager.install(path)
-            report = UpdateReport.single(update_id, outcome.code, outcome.text)
-            self._s.journal.mark_update(update_id, "installed")
-            if not outcome.ok:
-                return InstallFailed(report)
-            try:
-                os.unlink(path)
-            except OSError as exc:
-                logger.warning("couldn't remove installed image %s: %s", path, exc)
-            return InstallComplete(report)
+        state = self._s.journal.update_state(update_id)
+        match state:
+            case None:
+                if request is not None:
+                    await self._resolve_unknown(request, ticket)
+            case UpdateState.DOWNLOADING:
+                await self._run(StartDownload(update_id), ticket=ticket)
+            case UpdateState.DOWNLOADED if self._s.package_manager is not None:
+                await self._run(StartInstall(update_id))
+            case UpdateState.DOWNLOADED:
+                # Handed over through the outbox; hand it over again only if that event is
+                # gone (an outbox overflow, or the events gateway was off at the time).
+                if self._s.outbox_entry is not None and not self._s.journal.has_pending_event(
+                    update_id, DownloadComplete.name
+                ):
+                    await self._run(StartDownload(update_id), ticket=ticket)
+            case UpdateState.INSTALLING:
+                # Cut short by a crash: the image is removed only once the report is queued.
+                logger.warning(
+                    "The install of update %s was interrupted; running it again", update_id
+                )
+                await self._run(StartInstall(update_id))
+            case UpdateState.REPORTED | UpdateState.SET_ASIDE if request is not None:
+                self._warn_once(
+                    f"listed:{update_id}",
+                    "Core still lists update %s as %s, but the journal has it %s; leaving it",
+                    update_id,
+                    request.status,
+                    state,
+                )
+            case _:
+                return  # delivered (the SWLM reports) or report pending (the report sender)
 
-    async def _resolve_in_flight(self, request: UpdateRequest) -> None:
-        """Core says the update is being processed; decide whether anything is left to do.
+    async def _resolve_unknown(self, request: UpdateRequest, ticket: int | None) -> None:
+        """An update the journal does not know: the 2016 rules.
 
-        With a package manager this is the 2016 rule: report OK if the package is installed,
-        else download again. Without one (an external SWLM), 2016 did nothing, so an update
-        whose event was lost stayed stuck (bug 32); the journal now tells an update that is
-        handed over and awaiting the SWLM's report from one whose download never finished.
+        Pending: download it. InFlight with a package manager: report OK if the package is
+        installed, else download again. InFlight without one (an external SWLM): 2016 did
+        nothing, so an update whose event was lost stayed stuck (bug 32); download it again.
         """
         update_id = request.request_id
-        state = self._s.journal.update_state(update_id)
-        if self._busy(update_id) or state == "installed":
-            return
-        if self._s.package_manager is None:
-            if state != "downloaded":
-                await self._run(StartDownload(update_id))
-            return
-        try:
-            installed = request.package_id in await self._installed_packages()
-        except SotaError as exc:
-            logger.error("couldn't list installed packages: %s", exc)
-            installed = False
-        if installed:
-            report = UpdateReport.single(update_id, ResultCode.OK, "")
-            await self._run(SendUpdateReport(report))
-        else:
-            await self._run(StartDownload(update_id))
+        if request.status is UpdateRequestStatus.IN_FLIGHT and self._s.package_manager:
+            try:
+                installed = request.package_id in await self._installed_packages()
+            except SotaError as exc:
+                logger.error("couldn't list installed packages: %s", exc)
+                installed = False
+            if installed:
+                report = UpdateReport.single(update_id, ResultCode.OK, "")
+                await self._run(SendUpdateReport(report))
+                return
+        await self._run(StartDownload(update_id), ticket=ticket)
+
+
+def _update_id_of(command: Command) -> str | None:
+    """The update id a command acts on, if any: it must pass the one id rule."""
+    match command:
+        case StartDownload(update_id=update_id) | StartInstall(update_id=update_id):
+            return update_id
+        case SendUpdateReport(report=report):
+            return report.update_id
+    return None
 
 
 def _describe(command: Command) -> str:
     """The command as its text form where it has one (``StartDownload u1``), for the log."""
     try:
-        return format_command(command)
+        text = format_command(command)
     except ProtocolError:
-        return repr(command)
+        text = repr(command)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _image_path(packages_dir: str, update_id: str) -> str:
     return os.path.join(packages_dir, update_id)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("couldn't remove %s: %s", path, exc)
+
+
+def _file_sha256(path: str, size: int) -> str | None:
+    """SHA-256 of the regular file at ``path`` if it has ``size`` bytes, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            return None
+        digest = hashlib.sha256()
+        while block := os.read(fd, 1 << 20):
+            digest.update(block)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 class _ProgressLog:

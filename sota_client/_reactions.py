@@ -1,7 +1,7 @@
 """What the daemon does after each event: the 2016 EventInterpreter table, as a pure function.
 
 Kept free of I/O so the whole table is tested synchronously. Where a decision needs the package
-list or the journal, the table returns an internal step (``ResolveInFlight``) for the
+list or the journal, the table returns an internal step (``ResolveUpdate``) for the
 interpreter to settle.
 """
 
@@ -22,7 +22,6 @@ from swlm_sdk.protocol import (
     ResultCode,
     SendSystemInfo,
     SendUpdateReport,
-    StartDownload,
     StartInstall,
     UpdateReport,
     UpdateReportSent,
@@ -31,7 +30,7 @@ from swlm_sdk.protocol import (
     UpdatesReceived,
 )
 
-__all__ = ["ResolveInFlight", "SendCurrentPackages", "Step", "follow_ups"]
+__all__ = ["ResolveUpdate", "SendCurrentPackages", "Step", "follow_ups"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +39,20 @@ class SendCurrentPackages:
 
 
 @dataclass(frozen=True, slots=True)
-class ResolveInFlight:
-    """An update Core lists as InFlight: report it, download it again, or leave it be.
+class ResolveUpdate:
+    """Take an update one step forward from where the journal says it is.
 
-    The answer depends on the package manager's list and on the journal (see the interpreter).
+    From Core's list (``request`` says Pending or InFlight) and at start-up for every update
+    the journal has in an unfinished state (``request`` is None). Without a journal record,
+    the 2016 rules apply: download a Pending update; for an InFlight one, report OK if the
+    package manager lists the package, else download it (see the interpreter).
     """
 
-    request: UpdateRequest
+    update_id: str
+    request: UpdateRequest | None = None
 
 
-Step = Command | SendCurrentPackages | ResolveInFlight
+Step = Command | SendCurrentPackages | ResolveUpdate
 
 
 def follow_ups(event: Event, *, package_manager: bool, system_info: bool) -> list[Step]:
@@ -83,8 +86,6 @@ def follow_ups(event: Event, *, package_manager: bool, system_info: bool) -> lis
 
 
 def _for_request(request: UpdateRequest) -> list[Step]:
-    if request.status is UpdateRequestStatus.PENDING:
-        return [StartDownload(request.request_id)]
-    if request.status is UpdateRequestStatus.IN_FLIGHT:
-        return [ResolveInFlight(request)]
+    if request.status in (UpdateRequestStatus.PENDING, UpdateRequestStatus.IN_FLIGHT):
+        return [ResolveUpdate(request.request_id, request)]
     return []

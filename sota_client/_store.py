@@ -1,7 +1,9 @@
 """The daemon's durable journal (SQLite, WAL): what must survive a crash, ``kill -9`` or a reboot.
 
-Downloads in progress, events the SWLM has not taken yet, update reports Core has not accepted
-yet, and which updates were already handed over or installed.
+Each update's place in its life (:class:`UpdateState`), downloads in progress with their last
+checkpoint, events the SWLM has not taken yet (the outbox), and update reports Core has not
+accepted yet. Every state change is one transaction together with the event and the report it
+causes, so a crash between them cannot happen: that is the transactional outbox.
 """
 
 from __future__ import annotations
@@ -20,16 +22,21 @@ from typing import Any
 
 import msgspec
 
+from swlm_sdk._killpoints import kill_point
+
 from ._errors import SotaError
 
 __all__ = [
+    "FINAL_STATES",
     "SCHEMA_VERSION",
+    "Admission",
     "DownloadRecord",
     "DownloadState",
     "Journal",
     "JournalError",
     "OutboxEvent",
     "PendingReport",
+    "UpdateRecord",
     "UpdateState",
 ]
 
@@ -49,13 +56,41 @@ class DownloadState(enum.StrEnum):
 
 
 class UpdateState(enum.StrEnum):
-    """How far the daemon got with an update; :meth:`Journal.mark_update` takes any short text,
-    these are the names the daemon uses."""
+    """An update's place in its life; docs/reliability.md has the whole table of transitions."""
 
-    DOWNLOADED = "downloaded"  # the image is on disk (and handed over to an external SWLM)
-    INSTALLING = "installing"
-    INSTALLED = "installed"  # installed (or failed to) by the local package manager
-    REPORTED = "reported"  # Core has the final report
+    DOWNLOADING = "downloading"  # the image is being fetched (resumable)
+    DOWNLOADED = "downloaded"  # the image is complete; DownloadComplete waits in the outbox
+    DELIVERED = "delivered"  # the SWLM took DownloadComplete; its report is awaited
+    INSTALLING = "installing"  # the daemon's own package manager is installing it
+    REPORT_PENDING = "report_pending"  # a report waits for Core to accept it
+    REPORTED = "reported"  # Core accepted the report: final
+    SET_ASIDE = "set_aside"  # it failed the same way again and again; kept, not retried
+
+
+FINAL_STATES = frozenset({UpdateState.REPORTED, UpdateState.SET_ASIDE})
+"""States that nothing drives forward by itself."""
+
+
+class Admission(enum.StrEnum):
+    """What :meth:`Journal.add_report` did with a report."""
+
+    QUEUED = "queued"  # new, or it replaced a different report not yet sent
+    ALREADY_QUEUED = "already_queued"  # the same report already waits for Core
+    ALREADY_REPORTED = "already_reported"  # Core accepted this same report before
+    CONFLICT = "conflict"  # Core accepted a different report for this update
+
+
+class UpdateRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the journal knows about one update."""
+
+    update_id: str
+    state: UpdateState
+    #: When it entered ``state``.
+    since: float
+    #: The report Core accepted (``REPORTED``), as JSON.
+    report: bytes | None
+    #: Why it was set aside (``SET_ASIDE``).
+    error: str | None
 
 
 class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,9 +100,9 @@ class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
     state: DownloadState
     #: Where the bytes go (the partial file while downloading); None if never told.
     path: str | None
-    #: Bytes written so far, or the final size once complete.
+    #: Bytes known to be on disk: the last checkpoint while downloading, the size once complete.
     size: int
-    #: Hex SHA-256 of the complete file.
+    #: Hex SHA-256 of those ``size`` bytes (of the complete file once complete).
     sha256: str | None
     #: Why it failed, for ``FAILED``.
     error: str | None
@@ -82,6 +117,8 @@ class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     #: The exact bytes to send.
     payload: bytes
+    #: The update it is about, if any.
+    update_id: str | None
     attempts: int
     next_attempt_at: float
     last_error: str | None
@@ -98,6 +135,9 @@ class PendingReport(msgspec.Struct, frozen=True, kw_only=True):
     next_attempt_at: float
     last_error: str | None
     created_at: float
+    #: A POST of it may have reached Core without its answer reaching us (a crash, a timeout):
+    #: Core's update list must be checked before it is sent again.
+    in_doubt: bool
 
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -150,12 +190,72 @@ def _create_v1(db: sqlite3.Connection) -> None:
     )
 
 
+_STATES_SQL = ", ".join(f"'{state.value}'" for state in UpdateState)
+
+
+def _lifecycle_v2(db: sqlite3.Connection) -> None:
+    """Every update gets an explicit state; events and reports say what they belong to.
+
+    Schema 1 wrote free-text states (``downloaded``, ``installed``, ``reported``): ``installed``
+    meant the install was over and its report queued or sent. Updates known only from a
+    download or a kept report get the state those imply.
+    """
+    db.execute(
+        f"""CREATE TABLE updates_v2 (
+            update_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL CHECK (state IN ({_STATES_SQL})),
+            since REAL NOT NULL,
+            report BLOB,
+            error TEXT
+        )"""
+    )
+    db.execute(
+        """INSERT INTO updates_v2 (update_id, state, since)
+           SELECT update_id,
+                  CASE
+                    WHEN update_id IN (SELECT update_id FROM reports) THEN 'report_pending'
+                    WHEN state = 'installed' THEN 'reported'
+                    ELSE state
+                  END,
+                  updated_at
+           FROM updates
+           WHERE state IN ('downloaded', 'installed', 'reported')
+              OR update_id IN (SELECT update_id FROM reports)"""
+    )
+    db.execute("DROP TABLE updates")
+    db.execute("ALTER TABLE updates_v2 RENAME TO updates")
+    db.execute(
+        """INSERT OR IGNORE INTO updates (update_id, state, since)
+           SELECT update_id, 'report_pending', created_at FROM reports"""
+    )
+    db.execute(
+        """INSERT OR IGNORE INTO updates (update_id, state, since)
+           SELECT update_id, CASE state WHEN 'complete' THEN 'downloaded'
+                                        ELSE 'downloading' END, updated_at
+           FROM downloads WHERE state IN ('downloading', 'complete')"""
+    )
+    db.execute("ALTER TABLE outbox ADD COLUMN update_id TEXT")
+    db.execute("ALTER TABLE outbox ADD COLUMN set_aside TEXT")
+    db.execute("ALTER TABLE reports ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE reports ADD COLUMN set_aside TEXT")
+    # Schema 1 counted every byte written as "size"; it was never verified, so drop it: a
+    # partial file is resumed only from a checkpoint whose hash matches.
+    db.execute("UPDATE downloads SET size = 0, sha256 = NULL WHERE state = 'downloading'")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 #: ``MIGRATIONS[n]`` takes a database from schema ``n`` to ``n + 1``; append, never edit.
-MIGRATIONS: tuple[Migration, ...] = (_create_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _lifecycle_v2)
 #: The schema this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_MAX_STATE_LENGTH = 64
+#: Final updates remembered (to answer a report sent again); the oldest are forgotten first.
+KEEP_FINISHED = 1000
+
+_ORDER_UPDATES = "ORDER BY since, update_id"
+_UPDATE_COLUMNS = "update_id, state, since, report, error"
+_EVENT_COLUMNS = "id, name, payload, update_id, attempts, next_attempt_at, last_error, created_at"
+_REPORT_COLUMNS = "update_id, payload, attempts, next_attempt_at, last_error, created_at, in_doubt"
 
 
 class _Unusable(Exception):
@@ -171,7 +271,8 @@ class Journal:
     """The SQLite journal; every method is one short transaction, safe from any thread.
 
     Each write is durable when the method returns (WAL with ``synchronous=FULL``), so the
-    async daemon may call the methods directly: they take milliseconds.
+    async daemon may call the methods directly: they take milliseconds. Each write passes the
+    kill point ``journal.<method>`` once committed, so crash tests can stop the daemon there.
     Open it with :meth:`open`; close it with :meth:`close` or a ``with`` block.
     """
 
@@ -247,38 +348,115 @@ class Journal:
     def __repr__(self) -> str:
         return f"Journal({self.path!r})"
 
+    # -- updates ---------------------------------------------------------------------------
+
+    def update(self, update_id: str) -> UpdateRecord | None:
+        """Everything known about ``update_id``'s life, or None if it is unknown."""
+        rows = self._query(
+            f"SELECT {_UPDATE_COLUMNS} FROM updates WHERE update_id = ?", (update_id,)
+        )
+        return _update_record(rows[0]) if rows else None
+
+    def update_state(self, update_id: str) -> UpdateState | None:
+        """The state of ``update_id``, or None if it is unknown."""
+        record = self.update(update_id)
+        return None if record is None else record.state
+
+    def unfinished_updates(self) -> list[UpdateRecord]:
+        """Every update not in a final state, oldest first: what start-up drives forward."""
+        finals = ", ".join(f"'{state.value}'" for state in FINAL_STATES)
+        rows = self._query(
+            f"SELECT {_UPDATE_COLUMNS} FROM updates WHERE state NOT IN ({finals}) " + _ORDER_UPDATES
+        )
+        return [_update_record(row) for row in rows]
+
+    def updates(self) -> list[UpdateRecord]:
+        """Every update the journal knows, oldest first."""
+        rows = self._query(f"SELECT {_UPDATE_COLUMNS} FROM updates " + _ORDER_UPDATES)
+        return [_update_record(row) for row in rows]
+
+    def set_aside(self, update_id: str, error: str) -> None:
+        """Stop driving ``update_id`` forward: it failed the same way again and again.
+
+        Its queued report (if any) and undelivered events stay in the journal, marked, and are
+        no longer retried.
+        """
+        with self._transaction("set_aside") as db:
+            self._enter(db, update_id, UpdateState.SET_ASIDE, error=error)
+            db.execute(
+                "UPDATE reports SET set_aside = ? WHERE update_id = ? AND set_aside IS NULL",
+                (error, update_id),
+            )
+            db.execute(
+                "UPDATE outbox SET set_aside = ? WHERE update_id = ? AND set_aside IS NULL",
+                (error, update_id),
+            )
+
     # -- downloads -------------------------------------------------------------------------
 
     def begin_download(self, update_id: str, path: str) -> None:
-        """A download of ``update_id`` into ``path`` starts (or starts again after a restart)."""
+        """A download of ``update_id`` into ``path`` starts (or starts again after a restart).
+
+        The checkpoint of an unfinished download into the same path is kept for the resume.
+        """
         now = self._clock()
+        with self._transaction("begin_download") as db:
+            db.execute(
+                """INSERT INTO downloads (update_id, state, path, size, started_at, updated_at)
+                   VALUES (?, 'downloading', ?, 0, ?, ?)
+                   ON CONFLICT (update_id) DO UPDATE SET
+                     size = CASE WHEN state = 'downloading' AND path IS excluded.path
+                                 THEN size ELSE 0 END,
+                     sha256 = CASE WHEN state = 'downloading' AND path IS excluded.path
+                                   THEN sha256 ELSE NULL END,
+                     state = 'downloading', path = excluded.path, error = NULL,
+                     updated_at = excluded.updated_at""",
+                (_id(update_id), path, now, now),
+            )
+            self._enter(db, update_id, UpdateState.DOWNLOADING)
+
+    def download_checkpoint(self, update_id: str, size: int, sha256: str) -> None:
+        """The first ``size`` bytes of the partial file have this SHA-256: a resume point."""
         self._execute(
-            """INSERT INTO downloads (update_id, state, path, size, started_at, updated_at)
-               VALUES (?, 'downloading', ?, 0, ?, ?)
-               ON CONFLICT (update_id) DO UPDATE SET
-                 state = 'downloading', path = excluded.path, sha256 = NULL, error = NULL,
-                 size = CASE WHEN path IS excluded.path THEN size ELSE 0 END,
-                 updated_at = excluded.updated_at""",
-            (_id(update_id), path, now, now),
+            "download_checkpoint",
+            "UPDATE downloads SET size = ?, sha256 = ?, updated_at = ?"
+            " WHERE update_id = ? AND state = 'downloading'",
+            (size, sha256, self._clock(), _id(update_id)),
         )
 
-    def download_progress(self, update_id: str, size: int) -> None:
-        """``size`` bytes of ``update_id`` are on disk (informative; the file is the truth)."""
-        self._execute(
-            "UPDATE downloads SET size = ?, updated_at = ? WHERE update_id = ?",
-            (size, self._clock(), _id(update_id)),
-        )
+    def finish_download(
+        self, update_id: str, size: int, sha256: str, *, event: tuple[str, bytes] | None = None
+    ) -> None:
+        """The image is complete (``size`` bytes, this SHA-256): ``DOWNLOADED``.
 
-    def finish_download(self, update_id: str, size: int, sha256: str) -> None:
-        """The download is complete: ``size`` bytes with this SHA-256."""
-        self._end_download(update_id, DownloadState.COMPLETE, size=size, sha256=sha256)
+        :param event: ``(name, envelope)`` of the ``DownloadComplete`` for the outbox, written
+            in the same transaction so it cannot be lost.
+        """
+        with self._transaction("finish_download") as db:
+            self._end_download(db, update_id, DownloadState.COMPLETE, size=size, sha256=sha256)
+            self._enter(db, update_id, UpdateState.DOWNLOADED)
+            if event is not None:
+                self._add_event(db, event[0], event[1], update_id)
 
-    def fail_download(self, update_id: str, error: str) -> None:
-        """The download failed for good, because of ``error``."""
-        self._end_download(update_id, DownloadState.FAILED, error=error)
+    def fail_download(
+        self,
+        update_id: str,
+        error: str,
+        *,
+        report: bytes,
+        event: tuple[str, bytes] | None = None,
+    ) -> None:
+        """The download failed for good: ``REPORT_PENDING`` with its failure ``report``, and
+        the ``DownloadFailed`` ``event`` for the outbox, all in one transaction."""
+        with self._transaction("fail_download") as db:
+            self._end_download(db, update_id, DownloadState.FAILED, error=error)
+            self._queue_report(db, update_id, report)
+            if event is not None:
+                self._add_event(db, event[0], event[1], update_id)
 
     def _end_download(
         self,
+        db: sqlite3.Connection,
         update_id: str,
         state: DownloadState,
         *,
@@ -287,7 +465,7 @@ class Journal:
         error: str | None = None,
     ) -> None:
         now = self._clock()
-        self._execute(
+        db.execute(
             """INSERT INTO downloads
                  (update_id, state, size, sha256, error, started_at, updated_at)
                VALUES (?, ?, coalesce(?, 0), ?, ?, ?, ?)
@@ -328,30 +506,47 @@ class Journal:
 
     def forget_download(self, update_id: str) -> None:
         """Drop the record of ``update_id``'s download (its file is gone)."""
-        self._execute("DELETE FROM downloads WHERE update_id = ?", (update_id,))
+        self._execute("forget_download", "DELETE FROM downloads WHERE update_id = ?", (update_id,))
+
+    # -- installs by the daemon's package manager -------------------------------------------
+
+    def begin_install(self, update_id: str) -> None:
+        """The package manager starts installing ``update_id``: ``INSTALLING``."""
+        with self._transaction("begin_install") as db:
+            self._enter(db, update_id, UpdateState.INSTALLING)
+
+    def finish_install(self, update_id: str, report: bytes) -> None:
+        """The install ended; its ``report`` is queued for Core: ``REPORT_PENDING``."""
+        with self._transaction("finish_install") as db:
+            self._queue_report(db, update_id, report)
 
     # -- events for the SWLM ---------------------------------------------------------------
 
-    def add_event(self, name: str, payload: bytes) -> int:
+    def add_event(self, name: str, payload: bytes, update_id: str | None = None) -> int:
         """Keep an event envelope until it is delivered; returns its id (ids only grow).
 
         Past ``max_events`` undelivered events the oldest are dropped, with a WARNING, so that
         an SWLM that never listens cannot fill the disk.
         """
+        with self._transaction("add_event") as db:
+            return self._add_event(db, name, payload, update_id)
+
+    def _add_event(
+        self, db: sqlite3.Connection, name: str, payload: bytes, update_id: str | None
+    ) -> int:
         if not isinstance(payload, bytes):
             raise TypeError(f"an event payload must be bytes, not {type(payload).__name__}")
         now = self._clock()
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO outbox (name, payload, next_attempt_at, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (name, payload, now, now),
-            )
-            event_id = cursor.lastrowid
-            assert event_id is not None
-            dropped = db.execute(
-                "DELETE FROM outbox WHERE id <= ?", (event_id - self._max_events,)
-            ).rowcount
+        cursor = db.execute(
+            "INSERT INTO outbox (name, payload, update_id, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (name, payload, update_id, now, now),
+        )
+        event_id = cursor.lastrowid
+        assert event_id is not None
+        dropped = db.execute(
+            "DELETE FROM outbox WHERE id <= ?", (event_id - self._max_events,)
+        ).rowcount
         if dropped:
             logger.warning(
                 "%d undelivered events dropped: more than %d were waiting for the SWLM",
@@ -365,23 +560,15 @@ class Journal:
 
         Deliver them in the order given and stop at the first failure, so that no event
         overtakes an older one. ``now=math.inf`` returns them whatever their retry time.
+        Events set aside are skipped.
         """
         rows = self._query(
-            "SELECT id, name, payload, attempts, next_attempt_at, last_error, created_at"
-            " FROM outbox ORDER BY id LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} FROM outbox WHERE set_aside IS NULL ORDER BY id LIMIT ?",
             (limit,),
         )
         events = []
         for row in rows:
-            event = OutboxEvent(
-                id=row[0],
-                name=row[1],
-                payload=bytes(row[2]),
-                attempts=row[3],
-                next_attempt_at=row[4],
-                last_error=row[5],
-                created_at=row[6],
-            )
+            event = _outbox_event(row)
             if event.next_attempt_at > now:
                 break
             events.append(event)
@@ -389,113 +576,230 @@ class Journal:
 
     def next_event_due(self) -> float | None:
         """When the oldest undelivered event may be tried again, or None if there is none."""
-        rows = self._query("SELECT next_attempt_at FROM outbox ORDER BY id LIMIT 1")
+        rows = self._query(
+            "SELECT next_attempt_at FROM outbox WHERE set_aside IS NULL ORDER BY id LIMIT 1"
+        )
         return float(rows[0][0]) if rows else None
 
     def pending_events(self) -> int:
-        """How many events wait for delivery."""
-        return int(self._query("SELECT count(*) FROM outbox")[0][0])
+        """How many events wait for delivery (not counting those set aside)."""
+        return int(self._query("SELECT count(*) FROM outbox WHERE set_aside IS NULL")[0][0])
+
+    def has_pending_event(self, update_id: str, name: str) -> bool:
+        """Whether an event ``name`` about ``update_id`` waits for delivery."""
+        rows = self._query(
+            "SELECT 1 FROM outbox WHERE update_id = ? AND name = ? AND set_aside IS NULL LIMIT 1",
+            (update_id, name),
+        )
+        return bool(rows)
 
     def event_delivered(self, event_id: int) -> None:
-        """The SWLM has the event: forget it."""
-        self._execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+        """The SWLM has the event: forget it. A delivered ``DownloadComplete`` moves its
+        update from ``DOWNLOADED`` to ``DELIVERED`` in the same transaction."""
+        with self._transaction("event_delivered") as db:
+            row = db.execute(
+                "SELECT name, update_id FROM outbox WHERE id = ?", (event_id,)
+            ).fetchone()
+            db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+            if row is not None and row[0] == "DownloadComplete" and row[1] is not None:
+                if self._state(db, row[1]) is UpdateState.DOWNLOADED:
+                    self._enter(db, row[1], UpdateState.DELIVERED)
 
     def event_failed(self, event_id: int, next_attempt_at: float, error: str) -> None:
         """Delivery failed with ``error``; try again at ``next_attempt_at``."""
         self._execute(
+            "event_failed",
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
             " WHERE id = ?",
             (next_attempt_at, error, event_id),
         )
 
+    def set_aside_event(self, event_id: int, error: str) -> None:
+        """Stop delivering this event (it failed the same way again and again); kept, marked."""
+        self._execute(
+            "set_aside_event",
+            "UPDATE outbox SET set_aside = ? WHERE id = ?",
+            (error, event_id),
+        )
+
+    def delivered_downloads(self) -> list[tuple[str, str]]:
+        """``(update_id, image path)`` of each update handed to the SWLM and not reported."""
+        rows = self._query(
+            "SELECT u.update_id, d.path FROM updates u JOIN downloads d USING (update_id)"
+            " WHERE u.state = 'delivered' AND d.state = 'complete' AND d.path IS NOT NULL"
+            " ORDER BY u.since, u.update_id"
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def hand_over_again(self, update_id: str, name: str, payload: bytes) -> None:
+        """A ``DELIVERED`` update goes back to ``DOWNLOADED`` with its event queued again
+        (the SWLM restarted and may have lost it); one transaction."""
+        with self._transaction("hand_over_again") as db:
+            if self._state(db, update_id) is UpdateState.DELIVERED:
+                self._add_event(db, name, payload, update_id)
+                self._enter(db, update_id, UpdateState.DOWNLOADED)
+
+    # -- small settings ------------------------------------------------------------------
+
+    def setting(self, key: str) -> str | None:
+        """A value the daemon remembers across restarts (e.g. which SWLM it delivered to)."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._execute(
+            "set_setting",
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     # -- update reports for Core -----------------------------------------------------------
 
-    def add_report(
-        self, update_id: str, payload: bytes, *, next_attempt_at: float | None = None
-    ) -> None:
-        """Keep a report until Core accepts it; it replaces any earlier one for the update.
+    def add_report(self, update_id: str, payload: bytes) -> Admission:
+        """Queue a report for Core, unless Core already has one for this update.
 
-        :param next_attempt_at: when it is first due; now by default.
+        A report equal to the one Core accepted is ``ALREADY_REPORTED`` (answer it from here,
+        without sending it again); a different one is a ``CONFLICT``. A report equal to the
+        queued one changes nothing; a different one replaces it.
         """
         if not isinstance(payload, bytes):
             raise TypeError(f"a report payload must be bytes, not {type(payload).__name__}")
+        with self._transaction("add_report") as db:
+            record = self._record(db, update_id)
+            if record is not None and record.state is UpdateState.REPORTED:
+                return (
+                    Admission.ALREADY_REPORTED if record.report == payload else Admission.CONFLICT
+                )
+            return self._queue_report(db, update_id, payload)
+
+    def _queue_report(self, db: sqlite3.Connection, update_id: str, payload: bytes) -> Admission:
         now = self._clock()
-        due = now if next_attempt_at is None else next_attempt_at
-        self._execute(
-            """INSERT INTO reports (update_id, payload, next_attempt_at, created_at)
-               VALUES (?, ?, ?, ?)
-               ON CONFLICT (update_id) DO UPDATE SET
-                 payload = excluded.payload, attempts = 0, last_error = NULL,
-                 next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at""",
-            (_id(update_id), payload, due, now),
+        row = db.execute(
+            "SELECT payload FROM reports WHERE update_id = ? AND set_aside IS NULL",
+            (update_id,),
+        ).fetchone()
+        if row is not None and bytes(row[0]) == payload:
+            admission = Admission.ALREADY_QUEUED
+        else:
+            # A report that may already be at Core stays "in doubt" when replaced: Core's
+            # list is still checked first, and Core keeps whichever report arrived first.
+            db.execute(
+                """INSERT INTO reports (update_id, payload, next_attempt_at, created_at)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (update_id) DO UPDATE SET
+                     payload = excluded.payload, attempts = 0, last_error = NULL,
+                     set_aside = NULL, next_attempt_at = excluded.next_attempt_at,
+                     created_at = excluded.created_at""",
+                (_id(update_id), payload, now, now),
+            )
+            admission = Admission.QUEUED
+        self._enter(db, update_id, UpdateState.REPORT_PENDING)
+        return admission
+
+    def pending_report(self, update_id: str) -> PendingReport | None:
+        """The queued report of ``update_id`` (not set aside), or None."""
+        rows = self._query(
+            f"SELECT {_REPORT_COLUMNS} FROM reports WHERE update_id = ? AND set_aside IS NULL",
+            (update_id,),
         )
+        return _pending_report(rows[0]) if rows else None
 
     def due_reports(self, now: float, limit: int) -> list[PendingReport]:
         """The kept reports due at ``now``, oldest first (each update's report stands alone)."""
         rows = self._query(
-            "SELECT update_id, payload, attempts, next_attempt_at, last_error, created_at"
-            " FROM reports WHERE next_attempt_at <= ? ORDER BY seq LIMIT ?",
+            f"SELECT {_REPORT_COLUMNS} FROM reports"
+            " WHERE next_attempt_at <= ? AND set_aside IS NULL ORDER BY seq LIMIT ?",
             (now, limit),
         )
-        return [
-            PendingReport(
-                update_id=row[0],
-                payload=bytes(row[1]),
-                attempts=row[2],
-                next_attempt_at=row[3],
-                last_error=row[4],
-                created_at=row[5],
-            )
-            for row in rows
-        ]
+        return [_pending_report(row) for row in rows]
 
     def next_report_due(self) -> float | None:
         """The earliest retry time of the kept reports, or None if there is none."""
-        value = self._query("SELECT min(next_attempt_at) FROM reports")[0][0]
+        value = self._query("SELECT min(next_attempt_at) FROM reports WHERE set_aside IS NULL")[0][
+            0
+        ]
         return None if value is None else float(value)
 
     def pending_reports(self) -> int:
-        """How many reports wait for Core."""
-        return int(self._query("SELECT count(*) FROM reports")[0][0])
+        """How many reports wait for Core (not counting those set aside)."""
+        return int(self._query("SELECT count(*) FROM reports WHERE set_aside IS NULL")[0][0])
+
+    def report_sending(self, update_id: str) -> None:
+        """A POST of the report starts: from now until its answer it is in doubt."""
+        self._execute(
+            "report_sending",
+            "UPDATE reports SET in_doubt = 1 WHERE update_id = ?",
+            (update_id,),
+        )
 
     def report_accepted(self, update_id: str) -> None:
-        """Core has the report (or refused it for good): forget it."""
-        self._execute("DELETE FROM reports WHERE update_id = ?", (update_id,))
+        """Core has the report: ``REPORTED``, with the report kept to answer a resend."""
+        with self._transaction("report_accepted") as db:
+            row = db.execute(
+                "SELECT payload FROM reports WHERE update_id = ?", (update_id,)
+            ).fetchone()
+            db.execute("DELETE FROM reports WHERE update_id = ?", (update_id,))
+            self._enter(
+                db, update_id, UpdateState.REPORTED, report=None if row is None else bytes(row[0])
+            )
+            self._forget_old_finished(db)
 
-    def report_failed(self, update_id: str, next_attempt_at: float, error: str) -> None:
-        """Sending failed with ``error``; try again at ``next_attempt_at``."""
+    def report_failed(
+        self, update_id: str, next_attempt_at: float, error: str, *, in_doubt: bool = False
+    ) -> None:
+        """Sending failed with ``error``; try again at ``next_attempt_at``.
+
+        :param in_doubt: the POST may still have reached Core (no answer came back).
+        """
         self._execute(
-            "UPDATE reports SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
-            " WHERE update_id = ?",
-            (next_attempt_at, error, update_id),
+            "report_failed",
+            "UPDATE reports SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+            " in_doubt = ? WHERE update_id = ?",
+            (next_attempt_at, error, int(in_doubt), update_id),
         )
-
-    # -- update states ---------------------------------------------------------------------
-
-    def mark_update(self, update_id: str, state: str) -> None:
-        """Record how far ``update_id`` got (see :class:`UpdateState`)."""
-        if not state or len(state) > _MAX_STATE_LENGTH:
-            raise ValueError(f"an update state must be 1-{_MAX_STATE_LENGTH} characters")
-        self._execute(
-            """INSERT INTO updates (update_id, state, updated_at) VALUES (?, ?, ?)
-               ON CONFLICT (update_id) DO UPDATE SET
-                 state = excluded.state, updated_at = excluded.updated_at""",
-            (_id(update_id), str(state), self._clock()),
-        )
-
-    def update_state(self, update_id: str) -> str | None:
-        """The last state recorded for ``update_id``, or None if it is unknown."""
-        rows = self._query("SELECT state FROM updates WHERE update_id = ?", (update_id,))
-        return str(rows[0][0]) if rows else None
-
-    def forget_update(self, update_id: str) -> None:
-        """Drop what is known about ``update_id``'s progress."""
-        self._execute("DELETE FROM updates WHERE update_id = ?", (update_id,))
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        with self._transaction() as db:
+    def _enter(
+        self,
+        db: sqlite3.Connection,
+        update_id: str,
+        state: UpdateState,
+        *,
+        report: bytes | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Move ``update_id`` to ``state`` inside the caller's transaction."""
+        db.execute(
+            """INSERT INTO updates (update_id, state, since, report, error)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (update_id) DO UPDATE SET
+                 state = excluded.state, since = excluded.since, report = excluded.report,
+                 error = excluded.error""",
+            (_id(update_id), state.value, self._clock(), report, error),
+        )
+
+    def _record(self, db: sqlite3.Connection, update_id: str) -> UpdateRecord | None:
+        row = db.execute(
+            f"SELECT {_UPDATE_COLUMNS} FROM updates WHERE update_id = ?", (update_id,)
+        ).fetchone()
+        return None if row is None else _update_record(row)
+
+    def _state(self, db: sqlite3.Connection, update_id: str) -> UpdateState | None:
+        record = self._record(db, update_id)
+        return None if record is None else record.state
+
+    def _forget_old_finished(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            """DELETE FROM updates WHERE update_id IN (
+                 SELECT update_id FROM updates WHERE state = 'reported'
+                 ORDER BY since DESC LIMIT -1 OFFSET ?)""",
+            (KEEP_FINISHED,),
+        )
+
+    def _execute(self, label: str, sql: str, params: Sequence[Any] = ()) -> None:
+        with self._transaction(label) as db:
             db.execute(sql, params)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -507,7 +811,8 @@ class Journal:
                 raise JournalError(f"cannot read the journal {self.path}: {exc}") from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, label: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT``; then the kill point ``journal.<label>``."""
         with self._lock:
             db = self._open_db()
             try:
@@ -522,11 +827,47 @@ class Journal:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise JournalError(f"cannot write the journal {self.path}: {exc}") from exc
+        kill_point(f"journal.{label}")
 
     def _open_db(self) -> sqlite3.Connection:
         if self._db is None:
             raise JournalError(f"the journal {self.path} is closed")
         return self._db
+
+
+def _update_record(row: Sequence[Any]) -> UpdateRecord:
+    return UpdateRecord(
+        update_id=row[0],
+        state=UpdateState(row[1]),
+        since=row[2],
+        report=None if row[3] is None else bytes(row[3]),
+        error=row[4],
+    )
+
+
+def _outbox_event(row: Sequence[Any]) -> OutboxEvent:
+    return OutboxEvent(
+        id=row[0],
+        name=row[1],
+        payload=bytes(row[2]),
+        update_id=row[3],
+        attempts=row[4],
+        next_attempt_at=row[5],
+        last_error=row[6],
+        created_at=row[7],
+    )
+
+
+def _pending_report(row: Sequence[Any]) -> PendingReport:
+    return PendingReport(
+        update_id=row[0],
+        payload=bytes(row[1]),
+        attempts=row[2],
+        next_attempt_at=row[3],
+        last_error=row[4],
+        created_at=row[5],
+        in_doubt=bool(row[6]),
+    )
 
 
 def _id(update_id: str) -> str:

@@ -1,17 +1,26 @@
 """The commands half of the Unix-socket gateway (wire protocol 0.1): commands in, one reply each.
 
 Each connection carries one text command, read to end of file (bounded in size and time), and
-gets the final event's JSON or the 2016 error text. The events half is ``_events``.
+gets the final event's JSON or the 2016 error text. Reading costs a peer only a file descriptor:
+open connections are capped per uid and in total (the oldest unfinished one makes room), and
+only executing a command takes a slot. The events half is ``_events``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import resource
+import socket
+import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from itertools import count
 
 import anyio
-from anyio.abc import SocketStream, TaskStatus
+import anyio.lowlevel
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from swlm_sdk.protocol import (
     Command,
@@ -31,10 +40,65 @@ logger = logging.getLogger(__name__)
 Execute = Callable[[Command], Awaitable[Event | None]]
 
 MAX_COMMAND_BYTES = 64 * 1024
+# Open connections, reading or not. 4096 is far above what SWLMs and tools need and small
+# enough for any device; the serve-time cap is also at most half the open-file limit.
+MAX_CONNECTIONS = 4096
+# 512 per uid: one user (or a runaway script) can hold only an eighth of the total.
+MAX_CONNECTIONS_PER_UID = 512
+# Commands executing at once: 256 as before the per-uid split; 128 per uid keeps half for the
+# others and is still above the 100 concurrent commands the 2016 reference test runs.
+MAX_RUNNING = 256
+MAX_RUNNING_PER_UID = 128
+# Bytes held for commands still being read: 256 commands of 64 KiB, the old worst case. Without
+# it 4096 slow writers could make the daemon hold 256 MiB.
+MAX_BUFFERED_BYTES = 256 * MAX_COMMAND_BYTES
+
+_PEER_GONE = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_FIRST_PAUSE = 0.01  # after a failed accept; doubles while they keep failing
+_LAST_PAUSE = 1.0
+_CLOSE_WAIT = 1.0  # for an evicted connection to give back its descriptor
+_UNKNOWN_UID = -1
+
+
+@dataclass(eq=False)
+class _Peer:
+    """The connections of one uid (SO_PEERCRED); dropped when it has none open."""
+
+    uid: int
+    running: anyio.CapacityLimiter
+    open: int = 0
+    buffered: int = 0
+    unfinished: dict[_Connection, None] = field(default_factory=dict)  # oldest first
+    warned: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _Connection:
+    stream: SocketStream
+    peer: _Peer
+    pid: int
+    seq: int
+    scope: anyio.CancelScope  # the read deadline; cancelled to evict
+    buffered: int = 0
+    counted: bool = True  # in the caps; False once evicted or finished
+    evicted: bool = False
+    closed: anyio.Event = field(default_factory=anyio.Event)
 
 
 class CommandServer:
-    """Serves the commands socket."""
+    """Serves the commands socket.
+
+    Limits (defaults in the module constants): a command must arrive within ``read_timeout``
+    and be at most 64 KiB, and unfinished commands hold at most ``max_buffered`` bytes in all.
+    At most ``max_connections`` connections are open, and ``max_connections_per_uid`` per uid;
+    a new one beyond a cap closes the oldest connection still being read (of that uid, or of
+    the uid with the most for the total cap), never one whose command is complete. At most
+    ``max_running`` commands execute at once, and ``max_running_per_uid`` per uid; the rest
+    wait in order. Call :func:`raise_open_file_limit` before :meth:`serve`: the total cap is
+    also at most half the soft open-file limit, so that peers can never take the descriptors
+    that downloads and the journal need.
+    """
 
     def __init__(
         self,
@@ -44,20 +108,34 @@ class CommandServer:
         mode: int = 0o660,
         group: str | None = None,
         read_timeout: float = 30.0,
-        max_connections: int = 256,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_uid: int = MAX_CONNECTIONS_PER_UID,
+        max_running: int = MAX_RUNNING,
+        max_running_per_uid: int = MAX_RUNNING_PER_UID,
+        max_buffered: int = MAX_BUFFERED_BYTES,
     ) -> None:
         self.path = path
         self._execute = execute
         self._mode = mode
         self._group = group
         self._read_timeout = read_timeout
-        self._limiter = anyio.CapacityLimiter(max_connections)
+        self.max_connections = max_connections  # lowered to the open-file limit by serve()
+        self._max_per_uid = max_connections_per_uid
+        self._running = anyio.CapacityLimiter(max_running)
+        self._max_running_per_uid = max_running_per_uid
+        self._max_buffered = max_buffered
+        self._peers: dict[int, _Peer] = {}
+        self._open = 0
+        self._buffered = 0
+        self._seq = count()
+        self._warned: set[str] = set()  # server-wide warnings given since it was last idle
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind the socket, report readiness, and serve until cancelled; unlink it on the way out.
 
         :raises SotaError: the path is taken (see :func:`claim_socket_path`).
         """
+        self._fit_to_open_file_limit()
         claim_socket_path(self.path)
         try:
             listener = await anyio.create_unix_listener(self.path, mode=self._mode)
@@ -72,46 +150,317 @@ class CommandServer:
                     set_socket_group(self.path, self._group)
                     bound = file_identity(self.path)  # chown changed its ctime
                 logger.info("Socket listening for commands at %s", self.path)
-                task_status.started()
-                await listener.serve(self._handle)
+                async with anyio.create_task_group() as tg:
+                    task_status.started()
+                    await self._accept_loop(listener, tg)
         finally:
             # Only our own socket: the path could have been replaced while we ran.
             if bound is not None and file_identity(self.path) == bound:
                 os.unlink(self.path)
 
-    async def _handle(self, stream: SocketStream) -> None:
-        async with self._limiter, stream:
-            try:
-                reply = await self._reply_for(stream)
-                # A peer that never reads must not hold a connection slot for ever.
-                with anyio.move_on_after(self._read_timeout) as scope:
-                    if reply:
-                        await stream.send(reply)
-                    await stream.send_eof()
-                if scope.cancelled_caught:
-                    logger.warning("A commands-socket peer did not read its reply; dropped it")
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                logger.debug("commands socket peer went away: %s", exc)
+    def _fit_to_open_file_limit(self) -> None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft // 2 >= self.max_connections:
+            return
+        self.max_connections = max(soft // 2, 1)
+        logger.info(
+            "The commands socket takes at most %d connections, half the open-file limit of %d "
+            "(raise LimitNOFILE= for more)",
+            self.max_connections,
+            soft,
+        )
 
-    async def _reply_for(self, stream: SocketStream) -> bytes:
+    # -- accepting ------------------------------------------------------------------------------
+
+    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+        """Accept for ever: no accept error ends the server (anyio's ``serve()`` would)."""
+        pause = _FIRST_PAUSE
+        trouble: str | None = None  # the failure warned about, until an accept succeeds
+        someone_waits = False  # a connection is known to be waiting for accept
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.BrokenResourceError, OSError) as exc:
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                code = cause.errno if isinstance(cause, OSError) else None
+                if code in _PEER_GONE:
+                    logger.debug("A commands-socket peer left before it was accepted: %s", cause)
+                    continue
+                if code in _OUT_OF_DESCRIPTORS and not someone_waits:
+                    # Linux takes the descriptor before it looks for a connection, so this
+                    # fails with nobody connecting too: close nothing until someone is.
+                    await anyio.wait_readable(listener.extra(SocketAttribute.raw_socket))
+                    someone_waits = True
+                    continue
+                kind = "descriptors" if code in _OUT_OF_DESCRIPTORS else repr(cause or exc)
+                if trouble == kind:
+                    logger.debug("Accepting failed again: %s", cause or exc)
+                elif code in _OUT_OF_DESCRIPTORS:
+                    logger.warning(
+                        "The daemon is out of file descriptors (%s), so the commands socket "
+                        "cannot accept; closing its oldest unfinished connections until it can. "
+                        "Raise LimitNOFILE= (the soft limit is %d)",
+                        cause,
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    )
+                else:
+                    logger.warning(
+                        "Accepting on the commands socket %s failed (%s); retrying",
+                        self.path,
+                        cause or exc,
+                    )
+                trouble = kind
+                if code in _OUT_OF_DESCRIPTORS:
+                    await self._free_a_descriptor()
+                await anyio.sleep(pause)
+                pause = min(pause * 2, _LAST_PAUSE)
+                continue
+            someone_waits = False
+            if trouble is not None:
+                logger.info("The commands socket %s accepts connections again", self.path)
+                trouble = None
+                pause = _FIRST_PAUSE
+            conn = await self._admit(stream)
+            if conn is not None:
+                tg.start_soon(self._serve_connection, conn)
+
+    async def _free_a_descriptor(self) -> None:
+        """Evict an unfinished connection so that the one waiting can be accepted."""
+        victim = self._busiest_unfinished()
+        if victim is None:
+            return
+        self._evict(
+            victim,
+            "IO error: the daemon is out of file descriptors; closed the oldest unfinished "
+            f"connection, from uid {victim.peer.uid}",
+        )
+        with anyio.move_on_after(_CLOSE_WAIT):
+            await victim.closed.wait()  # its task has closed it
+
+    async def _admit(self, stream: SocketStream) -> _Connection | None:
+        """Count a new connection in, making room by closing an unfinished one; or refuse it."""
+        pid, uid = _peer_credentials(stream)
+        peer = self._peers.get(uid)
+        if peer is not None and peer.open >= self._max_per_uid:
+            victim = next(iter(peer.unfinished), None)
+            if victim is None:
+                self._warn(
+                    peer,
+                    "refused",
+                    "uid %d has %d connections open on the commands socket (the limit), all "
+                    "waiting for their commands; refused one more from pid %d",
+                    uid,
+                    peer.open,
+                    pid,
+                )
+                await _refuse(
+                    stream,
+                    f"IO error: too many connections from uid {uid}, all waiting for their "
+                    "commands; try again when one finishes",
+                )
+                return None
+            self._warn(
+                peer,
+                "evicted",
+                "uid %d has %d connections open on the commands socket (the limit); closed its "
+                "oldest unfinished one, from pid %d. Find what connects as that user and does "
+                "not finish its commands",
+                uid,
+                peer.open,
+                victim.pid,
+            )
+            self._evict(
+                victim,
+                f"IO error: too many connections from uid {uid}; closed the oldest unfinished one",
+            )
+        if self._open >= self.max_connections:
+            victim = self._busiest_unfinished()
+            if victim is None:
+                self._warn_server(
+                    "refused",
+                    "The commands socket has %d connections open (the limit), all waiting for "
+                    "their commands; refused one more from uid %d, pid %d",
+                    self._open,
+                    uid,
+                    pid,
+                )
+                await _refuse(
+                    stream,
+                    "IO error: too many connections to the commands socket, all waiting for "
+                    "their commands; try again when one finishes",
+                )
+                return None
+            self._warn_server(
+                "evicted",
+                "The commands socket has %d connections open (the limit); closed the oldest "
+                "unfinished one of uid %d, which has the most (%d)",
+                self._open,
+                victim.peer.uid,
+                victim.peer.open,
+            )
+            self._evict(
+                victim,
+                "IO error: too many connections to the commands socket; closed the oldest "
+                f"unfinished one of uid {victim.peer.uid}, which has the most",
+            )
+        peer = self._peers.get(uid)  # an eviction may have dropped it
+        if peer is None:
+            peer = self._peers[uid] = _Peer(uid, anyio.CapacityLimiter(self._max_running_per_uid))
+        deadline = anyio.current_time() + self._read_timeout
+        conn = _Connection(stream, peer, pid, next(self._seq), anyio.CancelScope(deadline=deadline))
+        peer.open += 1
+        peer.unfinished[conn] = None
+        self._open += 1
+        return conn
+
+    def _busiest_unfinished(self) -> _Connection | None:
+        """The oldest unfinished connection of the uid with the most open.
+
+        Not simply the oldest overall: a uid with a few connections keeps them while another
+        floods, so the total cap is shared fairly.
+        """
+        candidates = [peer for peer in self._peers.values() if peer.unfinished]
+        if not candidates:
+            return None
+        busiest = max(candidates, key=lambda peer: (peer.open, -next(iter(peer.unfinished)).seq))
+        return next(iter(busiest.unfinished))
+
+    def _evict(self, conn: _Connection, reply: str) -> None:
+        """Close an unfinished connection to make room; its peer gets ``reply`` if it can."""
+        self._uncount(conn)
+        conn.evicted = True
+        raw = conn.stream.extra(SocketAttribute.raw_socket)
+        try:  # without waiting: the peer is still writing, so its receive buffer is empty
+            raw.send(reply.encode(), socket.MSG_DONTWAIT)
+            raw.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            logger.debug("couldn't tell an evicted peer why: %s", exc)
+        conn.scope.cancel()
+
+    def _uncount(self, conn: _Connection) -> None:
+        if not conn.counted:
+            return
+        conn.counted = False
+        peer = conn.peer
+        self._finish_reading(conn)
+        peer.open -= 1
+        self._open -= 1
+        if peer.open == 0 and self._peers.get(peer.uid) is peer:
+            del self._peers[peer.uid]
+        if self._open == 0:
+            self._warned.clear()
+
+    def _finish_reading(self, conn: _Connection) -> None:
+        """The connection is no longer evictable and holds no buffered input."""
+        conn.peer.unfinished.pop(conn, None)
+        self._drop_buffer(conn)
+
+    def _drop_buffer(self, conn: _Connection) -> None:
+        conn.peer.buffered -= conn.buffered
+        self._buffered -= conn.buffered
+        conn.buffered = 0
+
+    def _hold(self, conn: _Connection, size: int) -> None:
+        """Account ``size`` more bytes of unfinished input; over the budget, evict the largest."""
+        if not conn.counted:
+            return
+        conn.buffered += size
+        conn.peer.buffered += size
+        self._buffered += size
+        while self._buffered > self._max_buffered:
+            heaviest = max(self._peers.values(), key=lambda peer: peer.buffered)
+            victim = max(heaviest.unfinished, key=lambda c: c.buffered)
+            self._warn_server(
+                "buffered",
+                "Unfinished commands on the commands socket hold %d bytes (the limit is %d); "
+                "closed the largest, %d bytes from uid %d, pid %d",
+                self._buffered,
+                self._max_buffered,
+                victim.buffered,
+                heaviest.uid,
+                victim.pid,
+            )
+            self._evict(
+                victim,
+                "IO error: too much unfinished input on the commands socket; closed the "
+                f"largest unfinished command, from uid {heaviest.uid}",
+            )
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def _serve_connection(self, conn: _Connection) -> None:
+        try:
+            async with conn.stream:
+                reply = await self._reply_for(conn)
+                if reply is not None:
+                    await self._send_reply(conn, reply)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            logger.debug("commands socket peer went away: %s", exc)
+        finally:
+            self._uncount(conn)
+            conn.closed.set()
+
+    async def _send_reply(self, conn: _Connection, reply: bytes) -> None:
+        # A peer that never reads must not hold its connection for ever.
+        with anyio.move_on_after(self._read_timeout) as scope:
+            await _send(conn.stream, reply)
+        if scope.cancelled_caught:
+            self._warn(
+                conn.peer,
+                "unread",
+                "A commands-socket peer (uid %d, pid %d) did not read its reply within %g s; "
+                "dropped it (a peer must read its reply to end of file)",
+                conn.peer.uid,
+                conn.pid,
+                self._read_timeout,
+            )
+
+    async def _reply_for(self, conn: _Connection) -> bytes | None:
+        """The reply to send, or None for a peer that is gone or was evicted."""
         data = bytearray()
         size = 0
-        with anyio.move_on_after(self._read_timeout) as scope:
+        with conn.scope:
             try:
-                async for chunk in stream:
+                while chunk := await _receive(conn.stream):
                     size += len(chunk)
                     # Past the limit, keep reading (and dropping) to the end of the input, so
                     # that the peer, still writing, gets the error reply instead of a reset.
                     if size <= MAX_COMMAND_BYTES:
                         data += chunk
+                        self._hold(conn, len(chunk))
+                    elif data:
+                        data = bytearray()
+                        self._drop_buffer(conn)
             except (anyio.BrokenResourceError, OSError) as exc:
                 logger.debug("commands socket read failed: %s", exc)
-                return b""
+                return None
+        self._finish_reading(conn)
+        if conn.evicted:
+            _discard_input(conn.stream)
+            return None
+        peer = conn.peer
         if size > MAX_COMMAND_BYTES:
-            logger.warning("Rejected a command of %d bytes or more", size)
+            self._warn(
+                peer,
+                "oversized",
+                "A commands-socket peer (uid %d, pid %d) sent a command of %d bytes or more; "
+                "rejected it (the limit is %d bytes)",
+                peer.uid,
+                conn.pid,
+                size,
+                MAX_COMMAND_BYTES,
+            )
             return f"IO error: command longer than {MAX_COMMAND_BYTES} bytes".encode()
-        if scope.cancelled_caught:
-            logger.warning("A commands-socket peer sent no end of file in %g s", self._read_timeout)
+        if conn.scope.cancelled_caught:
+            self._warn(
+                peer,
+                "timeout",
+                "A commands-socket peer (uid %d, pid %d) sent no end of file in %g s; told it "
+                "to shut down its write side after the command",
+                peer.uid,
+                conn.pid,
+                self._read_timeout,
+            )
             return (
                 f"IO error: no end of input within {self._read_timeout:g} s "
                 "(write the command, then shut down the write side)"
@@ -122,9 +471,111 @@ class CommandServer:
             logger.info("Rejected command %r: %s", bytes(data[:200]), exc.reply)
             return exc.reply.encode()
         try:
-            event = await self._execute(command)
+            event = await self._run(conn, command)
         except Exception:
             # Never reached with the daemon's interpreter; a bug here must not stop the server.
             logger.exception("Command %s failed unexpectedly", command)
             return b"Unix Domain Socket error: internal receiver error"  # the 2016 text
         return b"" if event is None else encode_event(event)
+
+    async def _run(self, conn: _Connection, command: Command) -> Event | None:
+        """Execute under the per-uid limit, then the total one, each first come, first served."""
+        peer = conn.peer
+        if peer.running.available_tokens < 1:
+            logger.debug(
+                "A command from uid %d waits: %d of its commands are running (the per-uid limit)",
+                peer.uid,
+                peer.running.borrowed_tokens,
+            )
+        async with peer.running:
+            if self._running.available_tokens < 1:
+                logger.debug(
+                    "A command from uid %d waits: %d commands are running (the limit)",
+                    peer.uid,
+                    self._running.borrowed_tokens,
+                )
+            async with self._running:
+                return await self._execute(command)
+
+    # -- logging --------------------------------------------------------------------------------
+
+    def _warn(self, peer: _Peer, kind: str, message: str, *args: object) -> None:
+        """WARNING the first time per uid and kind while the uid stays connected, then DEBUG."""
+        if kind in peer.warned:
+            logger.debug(message, *args)
+        else:
+            peer.warned.add(kind)
+            logger.warning(message + "; more like it from this uid are logged at DEBUG", *args)
+
+    def _warn_server(self, kind: str, message: str, *args: object) -> None:
+        """WARNING the first time per kind until no connection is open, then DEBUG."""
+        if kind in self._warned:
+            logger.debug(message, *args)
+        else:
+            self._warned.add(kind)
+            logger.warning(message + "; more like it are logged at DEBUG", *args)
+
+
+def _peer_credentials(stream: SocketStream) -> tuple[int, int]:
+    """(pid, uid) of the peer at connect time, from SO_PEERCRED."""
+    raw = stream.extra(SocketAttribute.raw_socket)
+    try:
+        creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError as exc:
+        logger.debug("no SO_PEERCRED for a commands-socket peer: %s", exc)
+        return 0, _UNKNOWN_UID
+    pid, uid, _gid = struct.unpack("iII", creds)
+    return pid, uid
+
+
+# The raw socket, not SocketStream.receive()/send(): on asyncio, cancelling those (a deadline,
+# an eviction, the daemon stopping) as the socket turns ready makes the event loop report an
+# InvalidStateError from a reader callback (anyio 4.16); anyio.wait_readable() is safe.
+
+
+async def _receive(stream: SocketStream) -> bytes:
+    """The next chunk of input, or b"" at its end."""
+    raw = stream.extra(SocketAttribute.raw_socket)
+    await anyio.lowlevel.checkpoint()  # a peer that is always ready must not hog the loop
+    while True:
+        try:
+            return raw.recv(65536)
+        except BlockingIOError:
+            await anyio.wait_readable(raw)
+
+
+async def _send(stream: SocketStream, reply: bytes) -> None:
+    """Send the whole reply, then end of file."""
+    raw = stream.extra(SocketAttribute.raw_socket)
+    await anyio.lowlevel.checkpoint()
+    view = memoryview(reply)
+    while view:
+        try:
+            view = view[raw.send(view) :]
+        except BlockingIOError:
+            await anyio.wait_writable(raw)
+    raw.shutdown(socket.SHUT_WR)
+
+
+def _discard_input(stream: SocketStream) -> None:
+    """Drop what the peer already sent: closing with unread input would reset the connection
+    on Linux, and the peer would lose the reply it has not read yet."""
+    raw = stream.extra(SocketAttribute.raw_socket)
+    for _ in range(16):  # bounded: at most a few socket buffers
+        try:
+            if not raw.recv(65536, socket.MSG_DONTWAIT):
+                return
+        except OSError:
+            return
+
+
+async def _refuse(stream: SocketStream, reply: str) -> None:
+    """Tell a connection there is no room, without waiting for anything, and close it."""
+    raw = stream.extra(SocketAttribute.raw_socket)
+    try:
+        _discard_input(stream)
+        raw.send(reply.encode(), socket.MSG_DONTWAIT)
+        raw.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        logger.debug("couldn't tell a refused peer why: %s", exc)
+    await stream.aclose()

@@ -1,16 +1,25 @@
-"""Safe creation of a listening Unix socket path: replace a stale socket, never anything else."""
+"""Safe creation of a listening Unix socket path: replace a stale socket, never anything else.
+
+Also the process's open-file limit, which bounds how many peers a listening socket can hold.
+"""
 
 from __future__ import annotations
 
 import errno
 import grp
+import logging
 import os
+import resource
 import socket
 import stat
 
 from .._errors import SotaError
 
-__all__ = ["claim_socket_path", "file_identity", "set_socket_group"]
+__all__ = ["claim_socket_path", "file_identity", "raise_open_file_limit", "set_socket_group"]
+
+logger = logging.getLogger(__name__)
+
+OPEN_FILE_CEILING = 65536
 
 
 def claim_socket_path(path: str) -> None:
@@ -69,3 +78,42 @@ def file_identity(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino, info.st_ctime_ns
+
+
+def raise_open_file_limit(ceiling: int = OPEN_FILE_CEILING) -> int:
+    """Raise the soft limit on open files to the hard limit (at most ``ceiling``); return it.
+
+    Every peer connected to the commands socket holds a file descriptor, idle or not, and 1,000
+    idle peers plus 300 slow writers already exceed the common default soft limit of 1024; once
+    the daemon is out of descriptors, downloads and the journal fail too. The hard limit (for
+    example systemd's ``LimitNOFILE=``) is what the administrator allows; the ceiling keeps an
+    unlimited one from meaning an unbounded descriptor table. Call it once at start-up, before
+    :meth:`CommandServer.serve`, which sizes its connection cap from the soft limit.
+
+    Never fails: if the limit cannot be read or raised, that is logged and the current soft
+    limit (0 if unknown) is returned, and the daemon runs with it.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError) as exc:
+        logger.warning("Couldn't read the open-file limit (%s); leaving it as it is", exc)
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        return ceiling  # not on Linux (nr_open bounds it); as good as the ceiling anyway
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft >= target:
+        return soft  # never lower it
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        logger.warning(
+            "Couldn't raise the open-file limit from %d to %d (%s); running with %d. "
+            "Raise LimitNOFILE= in the service unit",
+            soft,
+            target,
+            exc,
+            soft,
+        )
+        return soft
+    logger.debug("Raised the open-file limit from %d to %d", soft, target)
+    return target

@@ -14,6 +14,7 @@ from ._faults import DelayFault as DelayFault
 from ._faults import DropFault as DropFault
 from ._faults import ExpireTokensFault as ExpireTokensFault
 from ._faults import Fault as Fault
+from ._faults import LoseAnswerFault as LoseAnswerFault
 from ._faults import RedirectFault as RedirectFault
 from ._faults import StallFault as StallFault
 from ._faults import StatusFault as StatusFault
@@ -41,6 +42,7 @@ __all__ = [
     "ExpireTokensFault",
     "Fault",
     "InstallHistoryEntry",
+    "LoseAnswerFault",
     "OperationResultRow",
     "PackageInfo",
     "PendingUpdateRequest",

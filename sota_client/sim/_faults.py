@@ -15,6 +15,7 @@ __all__ = [
     "ExpireTokensFault",
     "Fault",
     "FaultBook",
+    "LoseAnswerFault",
     "RedirectFault",
     "StallFault",
     "StatusFault",
@@ -54,16 +55,23 @@ class _FaultBase(
 
 
 class StatusFault(_FaultBase, frozen=True, tag="status"):
-    """Answer with ``status`` and ``body`` instead of doing the request."""
+    """Answer with ``status`` and ``body`` instead of doing the request.
 
-    status: Annotated[int, msgspec.Meta(ge=400, le=599)] = 503
+    A 2xx is allowed too: a server that says "OK" with nonsense (an HTML page where a token
+    belongs, an update list the client must refuse).
+    """
+
+    status: Annotated[int, msgspec.Meta(ge=200, le=599)] = 503
     body: str = ""
     content_type: str = "text/plain; charset=utf-8"
+    #: A ``Location`` header, for redirects: the request's own path makes a redirect loop.
+    location: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if any(c in self.content_type for c in "\r\n\0"):
-            raise ValueError("content_type must be a single header line")
+        for value in (self.content_type, self.location or ""):
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError("content_type and location must be single header lines")
 
 
 class DelayFault(_FaultBase, frozen=True, tag="delay"):
@@ -89,6 +97,11 @@ class StallFault(_FaultBase, frozen=True, tag="stall"):
 
 class DropFault(_FaultBase, frozen=True, tag="drop"):
     """Read the request, then close the connection without answering."""
+
+
+class LoseAnswerFault(_FaultBase, frozen=True, tag="lose_answer"):
+    """Do the request (a report is recorded), then close the connection without answering:
+    the client cannot know that it worked, as when a reply is lost or the client dies."""
 
 
 class ExpireTokensFault(_FaultBase, frozen=True, tag="expire_tokens"):
@@ -118,6 +131,7 @@ Fault = (
     | TruncateFault
     | StallFault
     | DropFault
+    | LoseAnswerFault
     | ExpireTokensFault
     | ChunkedFault
     | RedirectFault

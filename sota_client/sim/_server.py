@@ -24,6 +24,7 @@ from ._faults import (
     DropFault,
     ExpireTokensFault,
     Fault,
+    LoseAnswerFault,
     RedirectFault,
     StallFault,
     StatusFault,
@@ -153,9 +154,15 @@ class _Connection(BaseHTTPRequestHandler):
 
         if isinstance(fault, StatusFault):
             response = Response(fault.status, fault.body.encode(), fault.content_type)
+            if fault.location is not None:
+                response.headers.append(("Location", fault.location))
         else:
             req.redirect = isinstance(fault, RedirectFault)
             response = self._run(match, req)
+        if isinstance(fault, LoseAnswerFault):
+            app.state.finish_request(record, None)
+            self.close_connection = True
+            return
         app.state.finish_request(record, None if response is None else response.status)
         if response is not None:
             self._respond(

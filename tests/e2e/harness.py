@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +72,34 @@ class DaemonProcess:
         self.statuses: list[str] = []
         self._notify: socket.socket | None = None
 
-    def start(self, *, stdin: int | None = subprocess.DEVNULL) -> DaemonProcess:
-        """Start the process and return once it said READY=1."""
+    def start(
+        self, *, stdin: int | None = subprocess.DEVNULL, env: Mapping[str, str] | None = None
+    ) -> DaemonProcess:
+        """Start the process and return once it said READY=1.
+
+        :param env: more environment variables (``SOTA_KILL_AT``, say).
+        """
         notify_path = str(self.workdir / f"notify{self.runs}")
         self.runs += 1
         self._close_notify()
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
         self._notify = notify
-        env = {
+        base = {
             **os.environ,
             "NOTIFY_SOCKET": notify_path,
             "SOTA_LOG": "debug",
             "PYTHONUNBUFFERED": "1",
         }
-        env.pop("SOTA_CONFIG", None)
+        environment = {**base, **(env or {})}
+        environment.pop("SOTA_CONFIG", None)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sota_client", "--config", str(self.config_path)],
                 stdin=stdin,
                 stdout=subprocess.PIPE if stdin == subprocess.PIPE else log,
                 stderr=log,
-                env=env,
+                env=environment,
             )
         try:
             self._wait_ready(notify)
@@ -165,6 +171,16 @@ class DaemonProcess:
     def kill(self) -> None:
         """``kill -9``: no clean-up at all, as in a power cut of the process."""
         self.stop(signal.SIGKILL)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit status once the process ends (a kill point fired), or None at ``timeout``."""
+        assert self.proc is not None
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._close_notify()
+        return status
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

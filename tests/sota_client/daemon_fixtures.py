@@ -13,9 +13,11 @@ import anyio
 import anyio.lowlevel
 
 from sota_client._backend import AuthSettings, CoreBackend
+from sota_client._download import DEFAULT_MAX_DOWNLOAD_SIZE
 from sota_client._interpreter import Interpreter, PackageManagerLike, Services
 from sota_client._reports import ReportSender
 from sota_client._store import Journal
+from sota_client.gateways import EventOutbox
 from sota_client.pacman import FilePackageManager
 from sota_client.sim import CoreSimulator
 from swlm_sdk import Backoff
@@ -138,15 +140,19 @@ async def running_daemon(
     credentials: tuple[str, str] | None = None,
     package_manager: PackageManagerLike | None = None,
     system_info: Callable[[], Awaitable[str]] | None = None,
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     backoff: Backoff = FAST_BACKOFF,
     report_backoff: float = 0.05,
     backend_type: type[CoreBackend] = CoreBackend,
+    event_outbox: bool = False,
+    max_concurrent_downloads: int = 1,
+    max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
 ) -> AsyncIterator[Daemon]:
     """The interpreter with a journal in ``tmp_path``, Core at ``sim`` and the retry loop running.
 
     :param credentials: ``(client_id, client_secret)`` for an ``[auth]`` section; None for none.
     :param backend_type: ``CoreBackend`` or a subclass that instruments it.
+    :param event_outbox: write the SWLM's events to the journal's outbox, as the socket gateway
+        has the interpreter do (nothing delivers them here).
     """
     packages_dir = tmp_path / "packages"
     packages_dir.mkdir(exist_ok=True)
@@ -169,8 +175,11 @@ async def running_daemon(
                 package_manager=package_manager,
                 system_info=system_info,
                 subscribers=[recorder],
+                outbox_entry=EventOutbox.entry_for if event_outbox else None,
+                max_concurrent_downloads=max_concurrent_downloads,
+                max_download_size=max_download_size,
             )
-            interpreter = Interpreter(services, tg, sleep=sleep)
+            interpreter = Interpreter(services, tg)
             daemon = Daemon(
                 interpreter, services, backend, journal, reports, recorder, packages_dir
             )

@@ -14,22 +14,21 @@ import anyio
 import pytest
 from anyio.abc import SocketStream, TaskStatus
 
-from sota_client._store import Journal
+from sota_client._store import Journal, UpdateState
 from sota_client.gateways import EventOutbox
 from swlm_sdk import EventListener
 from swlm_sdk.protocol import (
     DownloadComplete,
     DownloadFailed,
     ErrorEvent,
+    Event,
     InstallComplete,
     ResultCode,
     UpdateReport,
 )
 from tests.conftest import LogWaiter
 
-from .daemon_fixtures import (
-    Changes,
-)
+from .daemon_fixtures import Changes, Recorder
 
 pytestmark = pytest.mark.anyio
 
@@ -78,6 +77,18 @@ FAILED_BYTES = (
 )
 
 
+async def emit(box: EventOutbox, journal: Journal, event: Event) -> None:
+    """What the interpreter does: the outbox entry goes into the journal, then the wake-up."""
+    entry = box.entry_for(event)
+    if entry is not None:
+        journal.add_event(*entry)
+    await box.publish(event)
+
+
+async def ignore(event: Event) -> None:
+    pass
+
+
 def outbox(path: Path, journal: Journal, *, timeout: float = 10.0) -> EventOutbox:
     return EventOutbox(
         str(path), journal, timeout=timeout, backoff=0.02, max_backoff=0.2, watch_interval=0.02
@@ -97,9 +108,9 @@ async def test_download_events_arrive_byte_exact_one_connection_each(
     box = outbox(swlm.path, journal)
     async with anyio.create_task_group() as tg:
         await tg.start(swlm.serve)
-        tg.start_soon(box.run)
-        await box.publish(COMPLETE)
-        await box.publish(FAILED)
+        tg.start_soon(box.run, ignore)
+        await emit(box, journal, COMPLETE)
+        await emit(box, journal, FAILED)
         await swlm.wait_for(2)
         tg.cancel_scope.cancel()
     assert swlm.payloads == [COMPLETE_BYTES, FAILED_BYTES]
@@ -112,11 +123,11 @@ async def test_other_events_make_no_connection(sock_dir: Path, journal: Journal)
     report = UpdateReport.single("7", ResultCode.OK, "")
     async with anyio.create_task_group() as tg:
         await tg.start(swlm.serve)
-        tg.start_soon(box.run)
-        await box.publish(InstallComplete(report))
-        await box.publish(ErrorEvent("nothing for the SWLM"))
+        tg.start_soon(box.run, ignore)
+        await emit(box, journal, InstallComplete(report))
+        await emit(box, journal, ErrorEvent("nothing for the SWLM"))
         assert journal.pending_events() == 0
-        await box.publish(FAILED)
+        await emit(box, journal, FAILED)
         await swlm.wait_for(1)
         tg.cancel_scope.cancel()
     # In order, so an earlier connection would have come first.
@@ -126,8 +137,8 @@ async def test_other_events_make_no_connection(sock_dir: Path, journal: Journal)
 async def test_an_sdk_listener_decodes_the_envelope(sock_dir: Path, journal: Journal) -> None:
     box = outbox(sock_dir / "ev.sock", journal)
     async with EventListener(sock_dir / "ev.sock") as events, anyio.create_task_group() as tg:
-        tg.start_soon(box.run)
-        await box.publish(COMPLETE)
+        tg.start_soon(box.run, ignore)
+        await emit(box, journal, COMPLETE)
         with anyio.fail_after(10):
             assert await anext(events) == COMPLETE
         tg.cancel_scope.cancel()
@@ -142,9 +153,9 @@ async def test_events_wait_for_a_listener_and_arrive_in_order(
     box = outbox(swlm.path, journal)
     events = [DownloadFailed(str(i), f"reason {i}") for i in range(3)]
     async with anyio.create_task_group() as tg:
-        tg.start_soon(box.run)
+        tg.start_soon(box.run, ignore)
         for event in events:
-            await box.publish(event)
+            await emit(box, journal, event)
         await failed.wait()
         assert journal.pending_events() == 3
         await tg.start(swlm.serve)  # the SWLM starts: its socket file appears
@@ -167,9 +178,9 @@ async def test_kept_events_are_delivered_after_a_restart(
     with Journal.open(path) as journal:
         box = outbox(swlm.path, journal)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(box.run)
-            await box.publish(COMPLETE)
-            await box.publish(FAILED)
+            tg.start_soon(box.run, ignore)
+            await emit(box, journal, COMPLETE)
+            await emit(box, journal, FAILED)
             await failed.wait()
             tg.cancel_scope.cancel()
     with Journal.open(path) as journal:  # the daemon starts again
@@ -177,7 +188,7 @@ async def test_kept_events_are_delivered_after_a_restart(
         box = outbox(swlm.path, journal)
         async with anyio.create_task_group() as tg:
             await tg.start(swlm.serve)
-            tg.start_soon(box.run)
+            tg.start_soon(box.run, ignore)
             await swlm.wait_for(2)
             tg.cancel_scope.cancel()
         assert swlm.payloads == [COMPLETE_BYTES, FAILED_BYTES]
@@ -201,13 +212,130 @@ async def test_a_listener_that_never_reads_does_not_stall_publish(
     box = outbox(path, journal, timeout=0.2)
     async with await anyio.create_unix_listener(path) as listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, accept_and_never_read)
-        tg.start_soon(box.run)
-        await box.publish(huge)
+        tg.start_soon(box.run, ignore)
+        await emit(box, journal, huge)
         with anyio.fail_after(10):
             for i in range(200):
-                await box.publish(DownloadFailed(str(i), "boom"))
+                await emit(box, journal, DownloadFailed(str(i), "boom"))
         await timed_out.wait()  # the first delivery gave up; it is kept
         assert journal.pending_events() == 201
         assert journal.due_events(math.inf, 1)[0].attempts >= 1
         tg.cancel_scope.cancel()
     assert held
+
+
+async def test_a_delivered_download_complete_marks_its_update_delivered(
+    sock_dir: Path, journal: Journal
+) -> None:
+    swlm = EventsSocket(sock_dir / "ev.sock")
+    box = outbox(swlm.path, journal)
+    journal.begin_download("1", "/foo/bar")
+    entry = box.entry_for(COMPLETE)
+    assert entry is not None
+    journal.finish_download("1", 3, "ab" * 32, event=entry)
+    async with anyio.create_task_group() as tg:
+        await tg.start(swlm.serve)
+        tg.start_soon(box.run, ignore)
+        await box.publish(COMPLETE)
+        await swlm.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert journal.update_state("1") is UpdateState.DELIVERED
+
+
+async def test_an_event_that_keeps_hitting_a_bug_is_set_aside_and_the_rest_go_on(
+    sock_dir: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    swlm = EventsSocket(sock_dir / "ev.sock")
+    box = outbox(swlm.path, journal)
+    real = box._deliver
+    tries: list[bytes] = []
+
+    async def deliver(payload: bytes) -> None:
+        tries.append(payload)
+        if payload == COMPLETE_BYTES:
+            raise RuntimeError("a bug")
+        await real(payload)
+
+    monkeypatch.setattr(box, "_deliver", deliver)
+    published = Recorder()
+    async with anyio.create_task_group() as tg:
+        await tg.start(swlm.serve)
+        tg.start_soon(box.run, published)
+        await emit(box, journal, COMPLETE)
+        await emit(box, journal, FAILED)
+        await swlm.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert swlm.payloads == [FAILED_BYTES]
+    assert tries.count(COMPLETE_BYTES) == 3
+    assert published.events == [
+        ErrorEvent("Event 1 for the SWLM is set aside: RuntimeError: a bug")
+    ]
+    assert journal.pending_events() == 0  # set aside: kept in the journal, not retried
+
+
+HANDED_OVER = (
+    b'{"version":"0.1","event":"DownloadComplete",'
+    b'"data":{"update_id":"1","update_image":"/foo/bar","signature":""}}'
+)
+
+
+async def deliver_once(sock_dir: Path, journal: Journal) -> EventsSocket:
+    """Update 1 is downloaded and its DownloadComplete delivered: it is DELIVERED."""
+    swlm = EventsSocket(sock_dir / "ev.sock")
+    box = outbox(swlm.path, journal)
+    journal.begin_download("1", "/foo/bar")
+    entry = box.entry_for(DownloadComplete("1", "/foo/bar", ""))
+    assert entry is not None
+    journal.finish_download("1", 3, "ab" * 32, event=entry)
+    async with anyio.create_task_group() as tg:
+        await tg.start(swlm.serve)
+        tg.start_soon(box.run, ignore)
+        await swlm.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert journal.update_state("1") is UpdateState.DELIVERED
+    return swlm
+
+
+async def test_an_swlm_that_restarts_gets_again_what_it_has_not_reported(
+    sock_dir: Path, tmp_path: Path
+) -> None:
+    """No acknowledgement in 0.1: an SWLM killed right after reading an event lost it."""
+    path = tmp_path / "state" / "sota.db"
+    with Journal.open(path) as journal:
+        first = await deliver_once(sock_dir, journal)
+        (sock_dir / "ev.sock").unlink()
+    with Journal.open(path) as journal:  # the daemon restarts too (a power cut)
+        swlm = EventsSocket(sock_dir / "ev.sock")  # the SWLM's new socket
+        box = outbox(swlm.path, journal)
+        async with anyio.create_task_group() as tg:
+            await tg.start(swlm.serve)
+            tg.start_soon(box.run, ignore)
+            await swlm.wait_for(1)
+            tg.cancel_scope.cancel()
+        assert first.payloads == swlm.payloads == [HANDED_OVER]
+        assert journal.update_state("1") is UpdateState.DELIVERED
+
+
+async def test_a_daemon_restart_alone_hands_nothing_over_again(
+    sock_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "state" / "sota.db"
+    swlm = EventsSocket(sock_dir / "ev.sock")
+    async with anyio.create_task_group() as outer:
+        await outer.start(swlm.serve)  # the SWLM runs all along
+        for run in range(2):  # the daemon, then the daemon again
+            with Journal.open(path) as journal:
+                box = outbox(swlm.path, journal)
+                if run == 0:
+                    entry = box.entry_for(DownloadComplete("1", "/foo/bar", ""))
+                    assert entry is not None
+                    journal.begin_download("1", "/foo/bar")
+                    journal.finish_download("1", 3, "ab" * 32, event=entry)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(box.run, ignore)
+                    await swlm.wait_for(1)
+                    await anyio.wait_all_tasks_blocked()
+                    tg.cancel_scope.cancel()
+                assert journal.update_state("1") is UpdateState.DELIVERED
+        outer.cancel_scope.cancel()
+    assert swlm.payloads == [HANDED_OVER]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sota_client._reactions import ResolveInFlight, SendCurrentPackages, follow_ups
+from sota_client._reactions import ResolveUpdate, SendCurrentPackages, follow_ups
 from swlm_sdk.protocol import (
     AlreadyAuthenticated,
     Authenticate,
@@ -19,7 +19,6 @@ from swlm_sdk.protocol import (
     ResultCode,
     SendSystemInfo,
     SendUpdateReport,
-    StartDownload,
     StartInstall,
     UpdateReport,
     UpdateReportSent,
@@ -56,11 +55,13 @@ def test_not_authenticated_authenticates_again() -> None:
 
 
 def test_updates_received_with_a_package_manager() -> None:
+    """Pending and InFlight updates are settled against the journal, in installPos order."""
+    u1 = request("u1", UpdateRequestStatus.PENDING, 0)
     u2 = request("u2", UpdateRequestStatus.IN_FLIGHT, 1)
     u3 = request("u3", UpdateRequestStatus.IN_FLIGHT, 2)
     event = UpdatesReceived(
         (
-            request("u1", UpdateRequestStatus.PENDING, 0),
+            u1,
             u2,
             u3,
             request("u4", UpdateRequestStatus.FINISHED, 3),
@@ -69,19 +70,20 @@ def test_updates_received_with_a_package_manager() -> None:
         )
     )
     assert follow_ups(event, package_manager=True, system_info=False) == [
-        StartDownload("u1"),
-        ResolveInFlight(u2),
-        ResolveInFlight(u3),
+        ResolveUpdate("u1", u1),
+        ResolveUpdate("u2", u2),
+        ResolveUpdate("u3", u3),
     ]
 
 
 def test_in_flight_is_resolved_also_without_a_package_manager() -> None:
     # 2016 ignored InFlight updates under "off", so a lost event left them stuck (bug 32).
+    u1 = request("u1", UpdateRequestStatus.PENDING)
     u2 = request("u2", UpdateRequestStatus.IN_FLIGHT)
-    event = UpdatesReceived((request("u1", UpdateRequestStatus.PENDING), u2))
+    event = UpdatesReceived((u1, u2))
     assert follow_ups(event, package_manager=False, system_info=False) == [
-        StartDownload("u1"),
-        ResolveInFlight(u2),
+        ResolveUpdate("u1", u1),
+        ResolveUpdate("u2", u2),
     ]
 
 

@@ -8,15 +8,30 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from sota_client._backend import AuthSettings, CoreBackend
 from sota_client._errors import AuthError
-from sota_client._reports import ReportSender
-from sota_client._store import Journal
+from sota_client._reports import ReportSender, encode_report
+from sota_client._store import Journal, UpdateState
 from sota_client.sim import AuthSettings as SimAuth
-from sota_client.sim import CoreSimulator, DelayFault, StatusFault
-from swlm_sdk.protocol import ErrorEvent, ResultCode, UpdateReport, UpdateReportSent
+from sota_client.sim import (
+    CoreSimulator,
+    DelayFault,
+    DropFault,
+    ExpireTokensFault,
+    LoseAnswerFault,
+    StatusFault,
+)
+from swlm_sdk.protocol import (
+    ErrorEvent,
+    NotAuthenticated,
+    ResultCode,
+    UpdateReport,
+    UpdateReportSent,
+    UpdateRequest,
+)
 from tests.conftest import LogWaiter
 
 from .daemon_fixtures import (
@@ -140,7 +155,7 @@ async def test_a_kept_report_survives_a_restart(sim: CoreSimulator, journal_path
     assert accepted(sim) == [(update_id, body)]
 
 
-async def test_a_permanent_refusal_is_dropped_with_an_error_event(
+async def test_a_permanent_refusal_is_set_aside_with_an_error_event(
     sim: CoreSimulator, journal_path: Path
 ) -> None:
     update_id = str(uuid.uuid4())  # Core has no such update for the device
@@ -148,13 +163,33 @@ async def test_a_permanent_refusal_is_dropped_with_an_error_event(
     with Journal.open(journal_path) as journal:
         async with retrying(sim, journal) as (sender, recorder):
             assert await sender.send(report) == ErrorEvent(
+                f"The report for update {update_id} is set aside: Core refused it: "
                 "HTTP client error: Response Code: 404 Not Found, Body:\n"
                 '{"code":"missing_entity","description":"UpdateSpec not found"}'
             )
             assert journal.pending_reports() == 0
-            assert journal.update_state(update_id) is None
+            assert journal.update_state(update_id) is UpdateState.SET_ASIDE
         assert recorder.events == []
     assert [r.status for r in sim.reports(DEVICE)] == [404]
+
+
+@pytest.mark.parametrize("status", [401, 403, 408, 429, 500, 503])
+async def test_only_a_permanent_4xx_from_the_report_endpoint_is_a_refusal(
+    sim: CoreSimulator, journal_path: Path, status: int
+) -> None:
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    sim.inject(StatusFault(status=status, route="report"))
+    with Journal.open(journal_path) as journal:
+        async with retrying(sim, journal) as (sender, recorder):
+            report = UpdateReport.single(update_id, ResultCode.OK, "")
+            if status in (401, 403):  # no [auth]: re-authenticating cannot help, so it says so
+                with pytest.raises(AuthError):
+                    await sender.send(report)
+            else:
+                assert isinstance(await sender.send(report), ErrorEvent)
+            await recorder.wait_for(lambda events: events == [UpdateReportSent()])
+            assert journal.update_state(update_id) is UpdateState.REPORTED
+    assert len(accepted(sim)) == 1
 
 
 async def test_an_auth_failure_keeps_the_report_and_raises(journal_path: Path) -> None:
@@ -197,13 +232,217 @@ async def test_a_slow_core_never_gets_one_report_twice_at_once(
             assert journal.pending_reports() == 1  # the slow one, cut off: kept for later
 
 
-async def test_an_unreadable_kept_report_is_dropped(
+async def test_an_unreadable_kept_report_is_set_aside(
     sim: CoreSimulator, journal_path: Path, log_waiter: Callable[[str], LogWaiter]
 ) -> None:
-    waiter = log_waiter("Dropping unreadable kept report")
+    waiter = log_waiter("is set aside and will not be sent again: it cannot be read back")
     with Journal.open(journal_path) as journal:
         journal.add_report("u1", b"not json")
+        async with retrying(sim, journal) as (_, recorder):
+            await waiter.wait()
+            await recorder.wait_for(lambda events: len(events) == 1)
+            assert journal.pending_reports() == 0
+            assert journal.update_state("u1") is UpdateState.SET_ASIDE
+    assert isinstance(recorder.events[0], ErrorEvent)
+    assert sim.requests == []
+
+
+async def test_a_kept_report_with_an_unusable_id_is_set_aside_not_crashed_on(
+    sim: CoreSimulator, journal_path: Path, log_waiter: Callable[[str], LogWaiter]
+) -> None:
+    """A 22,000-character id (kept by an older daemon) once crashed every start-up."""
+    bad = "%" * 22_000
+    waiter = log_waiter("its update id is unusable")
+    with Journal.open(journal_path) as journal:
+        journal.add_report(bad, encode_report(UpdateReport.single(bad, ResultCode.OK, "")))
         async with retrying(sim, journal):
             await waiter.wait()
-            assert journal.pending_reports() == 0
+            assert journal.update_state(bad) is UpdateState.SET_ASIDE
     assert sim.requests == []
+
+
+# -- exactly once --------------------------------------------------------------------------
+
+
+async def test_a_report_core_accepted_is_answered_from_the_journal(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    """The SWLM sends it again (it lost the reply): no second POST reaches Core."""
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    report = UpdateReport.single(update_id, ResultCode.OK, "done")
+    with Journal.open(journal_path) as journal:
+        async with retrying(sim, journal) as (sender, _):
+            assert await sender.send(report) == UpdateReportSent()
+            assert await sender.send(report) == UpdateReportSent()
+            other = UpdateReport.single(update_id, ResultCode.INSTALL_FAILED, "no")
+            assert await sender.send(other) == ErrorEvent(
+                f"Update {update_id} was already reported to Core with another result; "
+                "Core keeps the first report it accepted"
+            )
+    assert route_count(sim, "report") == 1
+
+
+async def test_two_sends_of_one_report_at_once_post_it_once(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    report = UpdateReport.single(update_id, ResultCode.OK, "")
+    sim.inject(DelayFault(seconds=0.5, route="report"))
+    results: list[object] = []
+    with Journal.open(journal_path) as journal:
+        async with retrying(sim, journal) as (sender, _):
+
+            async def send() -> None:
+                results.append(await sender.send(report))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send)
+                with anyio.fail_after(10):
+                    await sim.wait_for_async(lambda: route_count(sim, "report") == 1)
+                tg.start_soon(send)
+    assert results == [UpdateReportSent(), UpdateReportSent()]
+    assert route_count(sim, "report") == 1
+
+
+async def test_a_post_whose_answer_was_lost_is_checked_against_core_first(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    """Core took the report but the answer never came: Core's list says so; no second POST."""
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    sim.inject(LoseAnswerFault(route="report"))
+    with Journal.open(journal_path) as journal:
+        async with retrying(sim, journal) as (sender, recorder):
+            event = await sender.send(UpdateReport.single(update_id, ResultCode.OK, ""))
+            assert isinstance(event, ErrorEvent)
+            pending = journal.pending_report(update_id)
+            assert pending is not None
+            assert pending.in_doubt
+            await recorder.wait_for(lambda events: events == [UpdateReportSent()])
+            assert journal.update_state(update_id) is UpdateState.REPORTED
+    assert route_count(sim, "report") == 1
+    assert [r.route for r in sim.requests] == ["report", "updates"]
+
+
+async def test_a_post_that_never_arrived_is_sent_again_after_the_check(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    sim.inject(DropFault(route="report"))  # read, not performed, no answer
+    with Journal.open(journal_path) as journal:
+        async with retrying(sim, journal) as (sender, recorder):
+            await sender.send(UpdateReport.single(update_id, ResultCode.OK, ""))
+            await recorder.wait_for(lambda events: events == [UpdateReportSent()])
+    assert [r.route for r in sim.requests] == ["report", "updates", "report"]
+    assert len(accepted(sim)) == 1
+
+
+async def test_a_refused_connection_is_not_in_doubt(journal_path: Path) -> None:
+    with Journal.open(journal_path) as journal:
+        async with CoreBackend(f"http://127.0.0.1:{free_port()}", DEVICE) as unreachable:
+            sender = ReportSender(unreachable, journal, backoff=0.02)
+            await sender.send(UpdateReport.single("u1", ResultCode.OK, ""))
+        pending = journal.pending_report("u1")
+        assert pending is not None
+        assert not pending.in_doubt
+
+
+async def test_a_kill_between_acceptance_and_recording_sends_nothing_twice(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    """The journal says "sending" (the daemon died mid-POST) and Core has the report."""
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    report = UpdateReport.single(update_id, ResultCode.OK, "")
+    async with CoreBackend(sim.url, DEVICE) as backend:
+        await backend.send_update_report(report)  # what the killed daemon got through
+    with Journal.open(journal_path) as journal:
+        journal.add_report(update_id, encode_report(report))
+        journal.report_sending(update_id)
+    with Journal.open(journal_path) as journal:  # the daemon starts again
+        async with retrying(sim, journal) as (_, recorder):
+            await recorder.wait_for(lambda events: events == [UpdateReportSent()])
+            assert journal.update_state(update_id) is UpdateState.REPORTED
+    assert route_count(sim, "report") == 1
+
+
+# -- the token endpoint misbehaving --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token_fault",
+    [
+        StatusFault(status=404, route="token"),
+        StatusFault(status=400, route="token", body='{"error":"invalid_request"}'),
+        StatusFault(status=200, route="token", body="<html>login</html>", content_type="text/html"),
+        StatusFault(
+            status=200,
+            route="token",
+            body='{"access_token":"tök€","token_type":"bearer","expires_in":60,"scope":""}',
+            content_type="application/json",
+        ),
+    ],
+    ids=["404", "400", "html", "non-ascii-token"],
+)
+async def test_a_misbehaving_token_endpoint_never_drops_a_report(
+    journal_path: Path, token_fault: StatusFault
+) -> None:
+    """The token expires as the report goes out, and renewing it fails: the report waits."""
+    auth = SimAuth(client_id="device", client_secret="secret")
+    with CoreSimulator(auth=auth) as sim, Journal.open(journal_path) as journal:
+        sim.add_package("nano", "2.2.6", data=b"nano")
+        update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+        settings = AuthSettings(server=sim.url, client_id="device", client_secret="secret")
+        recorder = Recorder()
+        async with (
+            CoreBackend(sim.url, DEVICE, auth=settings, backoff=FAST_BACKOFF) as backend,
+            anyio.create_task_group() as tg,
+        ):
+            await backend.authenticate()
+            sim.inject(ExpireTokensFault(route="report"))
+            sim.inject(token_fault.__class__(**{**msgspec.structs.asdict(token_fault), "count": 8}))
+            sender = ReportSender(backend, journal, backoff=0.02, max_backoff=0.2)
+            tg.start_soon(sender.run, recorder)
+            event = await sender.send(UpdateReport.single(update_id, ResultCode.OK, ""))
+            assert isinstance(event, ErrorEvent | NotAuthenticated)
+            assert journal.pending_reports() == 1
+            await recorder.wait_for(lambda events: UpdateReportSent() in events)
+            tg.cancel_scope.cancel()
+        assert journal.update_state(update_id) is UpdateState.REPORTED
+        assert len([r for r in sim.reports(DEVICE) if r.status == 204]) == 1
+
+
+# -- bugs ----------------------------------------------------------------------------------
+
+
+class _BrokenBackend:
+    """A backend whose report call hits a bug (an exception nobody converted)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send_update_report(self, report: UpdateReport) -> None:
+        self.calls += 1
+        raise RuntimeError("boom")
+
+    async def get_update_requests(self) -> list[UpdateRequest]:
+        return []
+
+
+async def test_a_report_that_keeps_hitting_a_bug_is_set_aside_after_three_tries(
+    journal_path: Path,
+) -> None:
+    backend = _BrokenBackend()
+    recorder = Recorder()
+    with Journal.open(journal_path) as journal:
+        sender = ReportSender(backend, journal, backoff=0.01, max_backoff=0.02)
+        async with anyio.create_task_group() as tg:
+            event = await sender.send(UpdateReport.single("u1", ResultCode.OK, ""))
+            assert isinstance(event, ErrorEvent)
+            assert "Internal error in the report sender: RuntimeError: boom" in event.text
+            tg.start_soon(sender.run, recorder)
+            await recorder.wait_for(lambda events: len(events) == 1)
+            tg.cancel_scope.cancel()
+        assert journal.update_state("u1") is UpdateState.SET_ASIDE
+    assert backend.calls == 3
+    (set_aside,) = recorder.events
+    assert isinstance(set_aside, ErrorEvent)
+    assert set_aside.text.startswith("The report for update u1 is set aside: it failed the same")

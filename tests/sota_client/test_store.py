@@ -12,13 +12,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sota_client._errors import SotaError
 from sota_client._store import (
+    KEEP_FINISHED,
     MIGRATIONS,
     SCHEMA_VERSION,
+    Admission,
     DownloadRecord,
     DownloadState,
     Journal,
@@ -71,7 +74,7 @@ def test_open_creates_a_private_directory_and_file(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "sota.db"
     with Journal.open(path) as journal:
         assert journal.path == str(path)
-        journal.mark_update("u1", "downloaded")
+        journal.begin_download("u1", "/p/u1")
         assert (path.parent.stat().st_mode & 0o777) == 0o700
         for name in ("sota.db", "sota.db-wal", "sota.db-shm"):
             assert ((path.parent / name).stat().st_mode & 0o777) == 0o600, name
@@ -108,7 +111,7 @@ def test_a_closed_journal_says_so(db_path: Path) -> None:
     journal.close()
     journal.close()
     with pytest.raises(JournalError, match="is closed"):
-        journal.mark_update("u1", "downloaded")
+        journal.begin_install("u1")
     with pytest.raises(JournalError, match="is closed"):
         journal.update_state("u1")
     assert isinstance(JournalError("x"), SotaError)
@@ -119,14 +122,15 @@ def test_a_closed_journal_says_so(db_path: Path) -> None:
 
 def test_download_round_trip(journal: Journal, clock: FakeClock) -> None:
     journal.begin_download("u1", "/pkgs/u1.part")
+    assert journal.update_state("u1") is UpdateState.DOWNLOADING
     clock.now = 1001.0
-    journal.download_progress("u1", 4096)
+    journal.download_checkpoint("u1", 4096, "cd" * 32)
     assert journal.download("u1") == DownloadRecord(
         update_id="u1",
         state=DownloadState.DOWNLOADING,
         path="/pkgs/u1.part",
         size=4096,
-        sha256=None,
+        sha256="cd" * 32,
         error=None,
         started_at=1000.0,
         updated_at=1001.0,
@@ -142,6 +146,7 @@ def test_download_round_trip(journal: Journal, clock: FakeClock) -> None:
         1002.0,
     )
     assert journal.downloads_in_progress() == []
+    assert journal.update_state("u1") is UpdateState.DOWNLOADED
     journal.forget_download("u1")
     assert journal.download("u1") is None
 
@@ -151,7 +156,7 @@ def test_downloads_in_progress_oldest_first(journal: Journal, clock: FakeClock) 
         clock.now = 1000.0 + n
         journal.begin_download(update_id, f"/p/{update_id}")
     journal.finish_download("b", 1, "00")
-    journal.fail_download("d", "HTTP client error: Response Code: 404 Not Found")
+    journal.fail_download("d", "HTTP client error: Response Code: 404 Not Found", report=b"r")
     assert journal.downloads_in_progress() == ["c", "a"]
     failed = journal.download("d")
     assert failed is not None
@@ -159,30 +164,44 @@ def test_downloads_in_progress_oldest_first(journal: Journal, clock: FakeClock) 
     assert failed.error == "HTTP client error: Response Code: 404 Not Found"
 
 
-def test_a_download_begun_again_restarts(journal: Journal, clock: FakeClock) -> None:
+def test_a_download_begun_again_keeps_its_checkpoint(journal: Journal, clock: FakeClock) -> None:
     journal.begin_download("u1", "/p/u1")
-    journal.download_progress("u1", 100)
-    journal.fail_download("u1", "network")
+    journal.download_checkpoint("u1", 100, "ab" * 32)
     clock.now = 2000.0
-    journal.begin_download("u1", "/p/u1")
+    journal.begin_download("u1", "/p/u1")  # a restart: resume from the checkpoint
     record = journal.download("u1")
     assert record is not None
-    # same file: the bytes on disk still count; the start time is the first one
-    assert (record.state, record.size, record.error, record.started_at) == (
+    assert (record.state, record.size, record.sha256, record.started_at) == (
         DownloadState.DOWNLOADING,
         100,
-        None,
+        "ab" * 32,
         1000.0,
     )
     journal.begin_download("u1", "/other/u1")
     record = journal.download("u1")
     assert record is not None
-    assert (record.path, record.size) == ("/other/u1", 0)
+    assert (record.path, record.size, record.sha256) == ("/other/u1", 0, None)
+
+
+def test_a_failed_or_complete_download_begun_again_starts_over(journal: Journal) -> None:
+    journal.begin_download("u1", "/p/u1")
+    journal.download_checkpoint("u1", 100, "ab" * 32)
+    journal.fail_download("u1", "network", report=b"r")
+    journal.download_checkpoint("u1", 200, "cd" * 32)  # not downloading: ignored
+    journal.begin_download("u1", "/p/u1")
+    record = journal.download("u1")
+    assert record is not None
+    assert (record.state, record.size, record.sha256, record.error) == (
+        DownloadState.DOWNLOADING,
+        0,
+        None,
+        None,
+    )
 
 
 def test_a_download_can_end_without_having_begun(journal: Journal) -> None:
     journal.finish_download("u1", 10, "ff")
-    journal.fail_download("u2", "boom")
+    journal.fail_download("u2", "boom", report=b"r")
     one, two = journal.download("u1"), journal.download("u2")
     assert one is not None
     assert two is not None
@@ -276,12 +295,63 @@ def test_reports_round_trip(journal: Journal, clock: FakeClock) -> None:
 
 
 def test_a_new_report_replaces_the_old_one(journal: Journal) -> None:
-    journal.add_report("u1", b"old")
+    assert journal.add_report("u1", b"old") is Admission.QUEUED
     journal.report_failed("u1", 5000.0, "down")
-    journal.add_report("u1", b"new", next_attempt_at=1500.0)
-    assert journal.due_reports(1499.0, 10) == []
-    (report,) = journal.due_reports(1500.0, 10)
+    assert journal.add_report("u1", b"new") is Admission.QUEUED
+    (report,) = journal.due_reports(1000.0, 10)
     assert (report.payload, report.attempts, report.last_error) == (b"new", 0, None)
+
+
+def test_the_same_report_again_changes_nothing(journal: Journal) -> None:
+    journal.add_report("u1", b"same")
+    journal.report_failed("u1", 5000.0, "down", in_doubt=True)
+    assert journal.add_report("u1", b"same") is Admission.ALREADY_QUEUED
+    report = journal.pending_report("u1")
+    assert report is not None
+    assert (report.attempts, report.next_attempt_at, report.in_doubt) == (1, 5000.0, True)
+
+
+def test_a_report_core_accepted_is_answered_from_the_journal(journal: Journal) -> None:
+    journal.add_report("u1", b"ok")
+    journal.report_sending("u1")
+    journal.report_accepted("u1")
+    record = journal.update("u1")
+    assert record is not None
+    assert (record.state, record.report) == (UpdateState.REPORTED, b"ok")
+    assert journal.add_report("u1", b"ok") is Admission.ALREADY_REPORTED
+    assert journal.add_report("u1", b"different") is Admission.CONFLICT
+    assert journal.pending_reports() == 0  # neither was queued
+
+
+def test_a_report_in_doubt(journal: Journal) -> None:
+    journal.add_report("u1", b"r")
+    report = journal.pending_report("u1")
+    assert report is not None
+    assert not report.in_doubt
+    journal.report_sending("u1")  # a kill now leaves it in doubt
+    report = journal.pending_report("u1")
+    assert report is not None
+    assert report.in_doubt
+    journal.report_failed("u1", 1001.0, "HTTP client error: 500", in_doubt=False)
+    report = journal.pending_report("u1")
+    assert report is not None
+    assert not report.in_doubt
+    # replaced while in doubt: Core's list must still be checked before the new one goes
+    journal.report_sending("u1")
+    journal.add_report("u1", b"other")
+    report = journal.pending_report("u1")
+    assert report is not None
+    assert (report.payload, report.in_doubt) == (b"other", True)
+
+
+def test_old_final_updates_are_forgotten(journal: Journal, clock: FakeClock) -> None:
+    for n in range(KEEP_FINISHED + 5):
+        clock.now = 1000.0 + n
+        journal.add_report(f"u{n}", b"r")
+        journal.report_accepted(f"u{n}")
+    kept = journal.updates()
+    assert len(kept) == KEEP_FINISHED
+    assert kept[0].update_id == "u5"
 
 
 def test_reports_limit(journal: Journal) -> None:
@@ -293,20 +363,108 @@ def test_reports_limit(journal: Journal) -> None:
 # -- update states -----------------------------------------------------------------------------
 
 
-def test_update_states(journal: Journal) -> None:
+def test_an_update_s_life_through_the_swlm(journal: Journal, clock: FakeClock) -> None:
     assert journal.update_state("u1") is None
-    journal.mark_update("u1", UpdateState.DOWNLOADED)
-    assert journal.update_state("u1") == "downloaded"
-    journal.mark_update("u1", "installed")
-    assert journal.update_state("u1") == UpdateState.INSTALLED
-    journal.forget_update("u1")
-    assert journal.update_state("u1") is None
+    journal.begin_download("u1", "/p/u1")
+    clock.now = 1001.0
+    journal.finish_download("u1", 3, "ab" * 32, event=("DownloadComplete", b"envelope"))
+    assert journal.update_state("u1") is UpdateState.DOWNLOADED
+    (event,) = journal.due_events(math.inf, 10)
+    assert (event.name, event.payload, event.update_id) == ("DownloadComplete", b"envelope", "u1")
+    assert journal.has_pending_event("u1", "DownloadComplete")
+    clock.now = 1002.0
+    journal.event_delivered(event.id)
+    assert not journal.has_pending_event("u1", "DownloadComplete")
+    record = journal.update("u1")
+    assert record is not None
+    assert (record.state, record.since) == (UpdateState.DELIVERED, 1002.0)
+    journal.add_report("u1", b"report")
+    assert journal.update_state("u1") is UpdateState.REPORT_PENDING
+    assert [r.update_id for r in journal.unfinished_updates()] == ["u1"]
+    journal.report_accepted("u1")
+    assert journal.update_state("u1") is UpdateState.REPORTED
+    assert journal.unfinished_updates() == []
 
 
-@pytest.mark.parametrize("state", ["", "x" * 65])
-def test_an_update_state_must_be_short_text(journal: Journal, state: str) -> None:
-    with pytest.raises(ValueError, match="1-64 characters"):
-        journal.mark_update("u1", state)
+def test_an_update_s_life_through_the_package_manager(journal: Journal) -> None:
+    journal.begin_download("u1", "/p/u1")
+    journal.finish_download("u1", 3, "ab" * 32)  # no SWLM gateway: no event
+    assert journal.pending_events() == 0
+    journal.begin_install("u1")
+    assert journal.update_state("u1") is UpdateState.INSTALLING
+    journal.finish_install("u1", b"report")
+    assert journal.update_state("u1") is UpdateState.REPORT_PENDING
+    assert [r.payload for r in journal.due_reports(math.inf, 10)] == [b"report"]
+
+
+def test_a_failed_download_queues_its_report_and_event_together(journal: Journal) -> None:
+    journal.begin_download("u1", "/p/u1")
+    journal.fail_download("u1", "404", report=b"failed", event=("DownloadFailed", b"envelope"))
+    assert journal.update_state("u1") is UpdateState.REPORT_PENDING
+    assert [r.payload for r in journal.due_reports(math.inf, 10)] == [b"failed"]
+    assert [e.name for e in journal.due_events(math.inf, 10)] == ["DownloadFailed"]
+
+
+def test_a_delivered_event_for_an_update_already_further_changes_nothing(
+    journal: Journal,
+) -> None:
+    journal.finish_download("u1", 3, "ab" * 32, event=("DownloadComplete", b"e"))
+    (event,) = journal.due_events(math.inf, 10)
+    journal.add_report("u1", b"r")  # the SWLM reported before the delivery was recorded
+    journal.event_delivered(event.id)
+    assert journal.update_state("u1") is UpdateState.REPORT_PENDING
+
+
+@pytest.mark.parametrize(
+    "transition",
+    [
+        lambda j: j.finish_download("u1", 3, "ab" * 32, event=("DownloadComplete", b"e")),
+        lambda j: j.fail_download("u1", "x", report=b"r", event=("DownloadFailed", b"e")),
+    ],
+)
+def test_a_state_change_and_its_event_are_one_transaction(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch, transition: Any
+) -> None:
+    """If writing the event fails, the state change is not written either (and vice versa)."""
+    journal.begin_download("u1", "/p/u1")
+
+    def broken(*args: object) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(journal, "_add_event", broken)
+    with pytest.raises(JournalError):
+        transition(journal)
+    assert journal.update_state("u1") is UpdateState.DOWNLOADING
+    record = journal.download("u1")
+    assert record is not None
+    assert record.state is DownloadState.DOWNLOADING
+    assert journal.pending_reports() == 0
+
+
+def test_set_aside_keeps_the_entries_but_stops_them(journal: Journal) -> None:
+    journal.fail_download("u1", "x", report=b"r", event=("DownloadFailed", b"e"))
+    journal.add_event("DownloadComplete", b"other", "u2")
+    journal.set_aside("u1", "Core refused it: 400")
+    record = journal.update("u1")
+    assert record is not None
+    assert (record.state, record.error) == (UpdateState.SET_ASIDE, "Core refused it: 400")
+    assert journal.due_reports(math.inf, 10) == []
+    assert journal.pending_reports() == 0
+    assert [e.update_id for e in journal.due_events(math.inf, 10)] == ["u2"]
+    assert journal.unfinished_updates() == []
+    assert _sqlite(Path(journal.path), "SELECT count(*) FROM reports") == [(1,)]  # kept
+    # a new report sent on purpose is queued again
+    assert journal.add_report("u1", b"again") is Admission.QUEUED
+    assert [r.payload for r in journal.due_reports(math.inf, 10)] == [b"again"]
+
+
+def test_an_event_can_be_set_aside_alone(journal: Journal) -> None:
+    first = journal.add_event("E", b"1")
+    second = journal.add_event("E", b"2")
+    journal.set_aside_event(first, "boom")
+    assert [e.id for e in journal.due_events(math.inf, 10)] == [second]
+    assert journal.pending_events() == 1
+    assert journal.next_event_due() == 1000.0
 
 
 # -- durability --------------------------------------------------------------------------------
@@ -315,11 +473,11 @@ def test_an_update_state_must_be_short_text(journal: Journal, state: str) -> Non
 def test_everything_survives_close_and_reopen(db_path: Path, clock: FakeClock) -> None:
     with Journal.open(db_path, clock=clock) as journal:
         journal.begin_download("u1", "/p/u1.part")
-        journal.download_progress("u1", 77)
+        journal.download_checkpoint("u1", 77, "ab" * 32)
         event = journal.add_event("DownloadComplete", b"envelope")
         journal.event_failed(event, 1005.0, "refused")
         journal.add_report("u2", b"report")
-        journal.mark_update("u3", "installed")
+        journal.begin_install("u3")
     with Journal.open(db_path, clock=clock) as journal:
         assert journal.downloads_in_progress() == ["u1"]
         record = journal.download("u1")
@@ -333,7 +491,7 @@ def test_everything_survives_close_and_reopen(db_path: Path, clock: FakeClock) -
             1005.0,
         )
         assert [r.payload for r in journal.due_reports(1000.0, 10)] == [b"report"]
-        assert journal.update_state("u3") == "installed"
+        assert journal.update_state("u3") is UpdateState.INSTALLING
 
 
 def _child_env() -> dict[str, str]:
@@ -348,8 +506,8 @@ from sota_client._store import Journal
 journal = Journal.open(sys.argv[1])
 for n in range(200):
     journal.add_event("DownloadComplete", b"event-%d" % n)
+    journal.finish_download("d%d" % n, n, "00")
     journal.add_report("u%d" % n, b"report-%d" % n)
-    journal.mark_update("u%d" % n, "downloaded")
 journal.begin_download("resume-me", "/p/resume-me.part")
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -363,7 +521,8 @@ os.kill(os.getpid(), signal.SIGKILL)
         assert [e.payload for e in events] == [b"event-%d" % n for n in range(200)]
         reports = journal.due_reports(math.inf, 1000)
         assert sorted(r.payload for r in reports) == sorted(b"report-%d" % n for n in range(200))
-        assert all(journal.update_state(f"u{n}") == "downloaded" for n in range(200))
+        assert all(journal.update_state(f"d{n}") == "downloaded" for n in range(200))
+        assert all(journal.update_state(f"u{n}") == "report_pending" for n in range(200))
         assert journal.downloads_in_progress() == ["resume-me"]
 
 
@@ -466,7 +625,7 @@ def test_a_file_from_a_newer_daemon_is_moved_aside(
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with Journal.open(db_path) as journal:
-        journal.mark_update("u1", "installed")
+        journal.begin_install("u1")
     assert len(_moved_aside(db_path.parent, "newer")) == 1
     assert f"schema version {SCHEMA_VERSION + 1}" in caplog.text
 
@@ -476,7 +635,7 @@ def test_a_file_from_a_newer_daemon_is_moved_aside(
 
 def test_migrations_run_once_each_and_keep_the_data(db_path: Path) -> None:
     with Journal.open(db_path) as journal:
-        journal.mark_update("u1", "installed")
+        journal.begin_install("u1")
 
     def add_column(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE updates ADD COLUMN note TEXT DEFAULT 'v2'")
@@ -489,6 +648,68 @@ def test_migrations_run_once_each_and_keep_the_data(db_path: Path) -> None:
         assert db.execute("SELECT update_id, note FROM updates").fetchall() == [("u1", "v2")]
     finally:
         db.close()
+
+
+def test_a_schema_1_journal_gets_explicit_states(db_path: Path) -> None:
+    """A journal written by the previous release: free-text states become the lifecycle."""
+    db_path.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        _migrate(db, MIGRATIONS[:1])
+        rows = [
+            ("updates", ("a", "downloaded", 1.0)),
+            ("updates", ("b", "installed", 2.0)),  # install over, report sent
+            ("updates", ("c", "installed", 3.0)),  # install over, report still queued
+            ("updates", ("d", "reported", 4.0)),
+            ("updates", ("e", "something-else", 5.0)),
+        ]
+        for table, values in rows:
+            db.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", values)
+        db.execute(
+            "INSERT INTO reports (update_id, payload, next_attempt_at, created_at)"
+            " VALUES ('c', x'5b5d', 0, 3), ('f', x'5b5d', 0, 6)"
+        )
+        db.execute(
+            "INSERT INTO downloads (update_id, state, path, size, started_at, updated_at)"
+            " VALUES ('g', 'downloading', '/p/g', 500, 7, 7)"
+        )
+    finally:
+        db.close()
+    with Journal.open(db_path) as journal:
+        states = {r.update_id: r.state for r in journal.updates()}
+        assert states == {
+            "a": UpdateState.DOWNLOADED,
+            "b": UpdateState.REPORTED,
+            "c": UpdateState.REPORT_PENDING,
+            "d": UpdateState.REPORTED,
+            "f": UpdateState.REPORT_PENDING,
+            "g": UpdateState.DOWNLOADING,
+        }
+        record = journal.download("g")
+        assert record is not None
+        assert (record.size, record.sha256) == (0, None)  # never verified: not resumed
+        assert {r.update_id for r in journal.due_reports(math.inf, 10)} == {"c", "f"}
+
+
+def test_every_write_passes_a_kill_point(db_path: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    program = """
+import sys
+from sota_client._store import Journal
+with Journal.open(sys.argv[1]) as journal:
+    journal.begin_download("u1", "/p/u1")
+    journal.finish_download("u1", 1, "00", event=("DownloadComplete", b"e"))
+    journal.update_state("u1")
+"""
+    env = {**_child_env(), "SOTA_KILL_TRACE": str(trace)}
+    subprocess.run([sys.executable, "-c", program, str(db_path)], env=env, timeout=60, check=True)
+    assert trace.read_text().split() == ["journal.begin_download", "journal.finish_download"]
+    env = {**_child_env(), "SOTA_KILL_AT": "journal.finish_download"}
+    child = subprocess.run([sys.executable, "-c", program, str(db_path)], env=env, timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    with Journal.open(db_path) as journal:  # killed right after the commit: it is all there
+        assert journal.update_state("u1") is UpdateState.DOWNLOADED
+        assert journal.pending_events() == 2
 
 
 def test_a_failing_migration_changes_nothing(db_path: Path) -> None:
@@ -522,7 +743,8 @@ def test_many_threads_at_once(journal: Journal) -> None:
             start.wait(timeout=30)
             for n in range(per_thread):
                 journal.add_event("E", f"{t}:{n}".encode())
-                journal.mark_update(f"t{t}", str(n))
+                journal.download_checkpoint(f"t{t}", n, "00")
+                journal.begin_download(f"t{t}", "/p")
                 journal.add_report(f"t{t}-{n % 5}", b"r")
                 journal.due_events(math.inf, 5)
         except BaseException as exc:
@@ -539,5 +761,5 @@ def test_many_threads_at_once(journal: Journal) -> None:
     for t in range(threads):
         mine = [int(e.payload.split(b":")[1]) for e in events if e.payload.startswith(b"%d:" % t)]
         assert mine == list(range(per_thread))  # each thread's events in its own order
-        assert journal.update_state(f"t{t}") == str(per_thread - 1)
+        assert journal.update_state(f"t{t}") is UpdateState.DOWNLOADING
     assert journal.pending_reports() == threads * 5
