@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench soak mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Thousands of random kills of the daemon and the SWLM (docs/reliability.md); SOAK_RUNS to change.
+SOAK_RUNS ?= 3000
+soak: $(STAMP)
+	SOTA_SOAK_RUNS=$(SOAK_RUNS) $(BIN)/python -m pytest -q tests/e2e/test_crash.py -k random
+
+# Removes each rule the code keeps, once, and checks that a test fails.
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

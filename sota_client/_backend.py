@@ -716,11 +716,24 @@ def _transport_error(
     method: str, url: httpx.URL, exc: httpx.HTTPError | httpx.StreamError
 ) -> TransportError:
     what = next((text for kind, text in _TRANSPORT_WHAT if isinstance(exc, kind)), "failed")
-    detail = str(exc) or type(exc).__name__
+    detail = _first_reason(exc)
     return TransportError(
         f"HTTP transport error: {method} {_show(url)}: {what}: {detail}",
         maybe_delivered=not isinstance(exc, _NEVER_SENT),
     )
+
+
+def _first_reason(exc: BaseException) -> str:
+    """The first non-empty text along the chain of causes (on trio, httpx's own error is
+    empty and the TLS verification failure is two causes down)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(current):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    return type(exc).__name__
 
 
 def _default_user_agent() -> str:

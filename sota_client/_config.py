@@ -8,16 +8,17 @@ the ``--print`` writer and the command line are all generated from those declara
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import logging
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
@@ -42,6 +43,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_FILE_SIZE = 1 << 20
+"""Largest config or credentials file read, in bytes; real ones are a few KiB."""
+
+MAX_DOTS = 4096
+"""Most ``.`` outside comment lines that a file may hold: tomllib's time grows with the square
+of a dotted key's length (``a.a.a...`` over 1 MiB takes hours); real configs have a few dozen."""
 
 
 class ConfigError(SotaError):
@@ -69,7 +77,24 @@ class ConfigError(SotaError):
         self.key = key
 
     def __str__(self) -> str:
-        return ": ".join([*_location(self.source, self.line, self.section, self.key), self.message])
+        where = _location(self.source, self.line, self.section, self.key)
+        return _one_line(": ".join([*where, self.message]))
+
+
+#: Control characters (and everything ``str.splitlines`` breaks at) as escapes, so that a key or
+#: value from the file cannot break a message or a log line in two, or drive the terminal.
+_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))},
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else text.translate(_ESCAPES)
 
 
 def _location(
@@ -233,12 +258,22 @@ def _parse_bool(text: str) -> bool:
     return text == "true"
 
 
-def _int_kind(rust_type: str, low: int, high: int) -> _Kind:
-    """An integer checked against the range of the Rust type the 2016 client used."""
+def _int_kind(rust_type: str, low: int, high: int, what: str = "") -> _Kind:
+    """An integer checked against the range of the Rust type the 2016 client used.
+
+    ``what`` (for additions, whose range is narrower than a Rust type's) names the value in
+    ``expected <what> between <low> and <high>, but found <value>``, in the file and in flags.
+    """
+
+    def out_of_range(value: int) -> ValueError:
+        shown = _int_text(value)
+        if what:
+            return ValueError(f"expected {what} between {low} and {high}, but found {shown}")
+        return ValueError(f"{shown} is out of range for `{rust_type}` ({low}..={high})")
 
     def check(value: int) -> int:
         if not low <= value <= high:
-            raise ValueError(f"{value} is out of range for `{rust_type}` ({low}..={high})")
+            raise out_of_range(value)
         return value
 
     def parse_text(text: str) -> int:
@@ -248,6 +283,8 @@ def _int_kind(rust_type: str, low: int, high: int) -> _Kind:
         if not re.fullmatch(r"[+-]?[0-9]+" if low < 0 else r"\+?[0-9]+", text):
             raise ValueError("invalid digit found in string")
         value = int(text)
+        if what and not low <= value <= high:
+            raise out_of_range(value)
         if value > high:
             raise ValueError("number too large to fit in target type")
         if value < low:
@@ -255,6 +292,14 @@ def _int_kind(rust_type: str, low: int, high: int) -> _Kind:
         return value
 
     return _Kind("integer", (int,), check, parse_text, str)
+
+
+def _int_text(value: int) -> str:
+    """``str(value)``, shortened when Python refuses to convert it (over 4300 digits)."""
+    try:
+        return str(value)
+    except ValueError:
+        return "a number too long to show"
 
 
 def _check_seconds(value: float) -> float:
@@ -307,6 +352,8 @@ _BOOL = _Kind(
 _U64 = _int_kind("u64", 0, 2**64 - 1)
 _I32 = _int_kind("i32", -(2**31), 2**31 - 1)
 _I64 = _int_kind("i64", -(2**63), 2**63 - 1)
+_DOWNLOAD_SIZE = _int_kind("u64", 1, 2**64 - 1, "a size in bytes")
+_DOWNLOAD_SLOTS = _int_kind("u64", 1, 16, "a number of downloads")
 _SECONDS = _Kind("float", (int, float), _check_seconds, _parse_seconds, repr)
 _FILE_MODE = _Kind("integer", (int, str), _check_file_mode, _check_file_mode, lambda v: f"0o{v:o}")
 
@@ -415,6 +462,16 @@ class DeviceConfig:
     #: Addition: where the daemon keeps its journal (downloads, unsent reports and events).
     state_dir: str = field(
         default="/var/lib/sota", metadata=_key(_STRING, "PATH", "change the state directory")
+    )
+    #: Addition: the largest update image downloaded, in bytes; a larger one is DownloadFailed.
+    max_download_size: int = field(
+        default=4 << 30,
+        metadata=_key(_DOWNLOAD_SIZE, "BYTES", "change the largest update image downloaded"),
+    )
+    #: Addition: downloads run at most this many at a time, queued in Core's installPos order.
+    max_concurrent_downloads: int = field(
+        default=1,
+        metadata=_key(_DOWNLOAD_SLOTS, "COUNT", "change how many downloads run at a time (1-16)"),
     )
 
 
@@ -570,7 +627,7 @@ def load_config(
         return _resolve("", "<defaults>", overrides or {})
     logger.info("Loading config file: %s", path)
     with _io_errors(path):
-        data = Path(path).read_bytes()
+        data = _read_file(path)
     return _resolve(_utf8(data, path), path, overrides or {})
 
 
@@ -607,6 +664,49 @@ def _io_errors(path: str) -> Iterator[None]:
         raise ConfigError(io_error_text(exc), source=path) from exc
 
 
+def _read_file(path: str) -> bytes:
+    """The bytes of the regular file at ``path`` (a symlink to one is fine), if not too large.
+
+    A config path can name anything: it is opened non-blocking (a FIFO would wait for a writer),
+    checked with ``fstat`` on the open descriptor (no race with a rename), and read for at most
+    ``MAX_FILE_SIZE + 1`` bytes (``/proc`` files report size 0; a file may be growing).
+
+    :raises ConfigError: not a regular file, or larger than ``MAX_FILE_SIZE``.
+    :raises OSError: it cannot be opened or read; a directory is ``IsADirectoryError`` (2016).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        # Opening a Unix socket, or a device without a driver, fails with ENXIO or ENODEV.
+        if exc.errno in (errno.ENXIO, errno.ENODEV) and not _names_a_regular_file(path):
+            raise ConfigError("not a regular file", source=path) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise ConfigError("not a regular file", source=path)
+        # O_NONBLOCK does nothing to a regular file's reads: no EAGAIN loop is needed.
+        data = bytearray()
+        while len(data) <= MAX_FILE_SIZE and (chunk := os.read(fd, MAX_FILE_SIZE + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_SIZE:
+        raise ConfigError(
+            f"larger than 1 MiB ({MAX_FILE_SIZE} bytes); is this the right file?", source=path
+        )
+    return bytes(data)
+
+
+def _names_a_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # let the caller report its own error
+
+
 def _utf8(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")
@@ -615,10 +715,31 @@ def _utf8(data: bytes, source: str) -> str:
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    """tomllib's result; anything it raises (deep nesting is a RecursionError) is a ConfigError."""
+    if text.count(".") > MAX_DOTS and _dots_outside_comment_lines(text) > MAX_DOTS:
+        raise ConfigError(
+            f"Toml parser errors: more than {MAX_DOTS} dots outside comments "
+            "(dotted keys this long take the parser minutes); is this the right file?",
+            source=source,
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Toml parser errors: {exc}", source=source) from exc
+    except RecursionError:
+        problem = "arrays or tables nested too deeply"
+    except MemoryError:
+        problem = "out of memory"
+    except Exception as exc:  # tomllib lets int()'s ValueError for 4301+ digits through
+        problem = f"{type(exc).__name__}: {exc}".partition("; use sys.")[0]
+    raise ConfigError(f"Toml parser errors: {problem}", source=source)
+
+
+def _dots_outside_comment_lines(text: str) -> int:
+    """Dots on lines that are not only a comment (those can hold no key)."""
+    return sum(
+        line.count(".") for line in text.splitlines() if not line.lstrip(" \t").startswith("#")
+    )
 
 
 _ABSENT: Any = object()
@@ -647,21 +768,32 @@ class _Document:
 
     source: str
     text: str
+    #: ``(section, key)`` (key None: the header) -> its first line; built on first use.
+    _lines: dict[tuple[str, str | None], int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def line_of(self, section: str, key: str | None) -> int | None:
         """Best-effort line of ``key`` in ``[section]`` (or of the header); for messages only."""
+        if self._lines is None:  # one pass for all: a file can hold 100,000 unknown keys
+            object.__setattr__(self, "_lines", self._index_lines())
+        assert self._lines is not None
+        if key is None:
+            return self._lines.get((section, None))
+        found = [self._lines.get((section, name)) for name in (key, key.replace("_", "-"))]
+        return min((line for line in found if line is not None), default=None)
+
+    def _index_lines(self) -> dict[tuple[str, str | None], int]:
+        lines: dict[tuple[str, str | None], int] = {}
         current = ""
         for number, line in enumerate(self.text.splitlines(), 1):
             if header := _HEADER.match(line):
                 current = header[1]
-                if key is None and current == section:
-                    return number
-            elif key is not None and current == section:
-                spellings = {key, key.replace("_", "-")}
-                name = line.partition("=")[0].strip()
-                if "=" in line and name.strip("\"'") in spellings:
-                    return number
-        return None
+                lines.setdefault((current, None), number)
+            elif "=" in line:
+                name = line.partition("=")[0].strip().strip("\"'")
+                lines.setdefault((current, name), number)
+        return lines
 
     def error(self, section: str, key: str | None, message: str) -> ConfigError:
         line = self.line_of(section, key)
@@ -669,7 +801,7 @@ class _Document:
 
     def warn(self, section: str, key: str | None, what: str) -> None:
         where = _location(self.source, self.line_of(section, key), section, key)
-        logger.warning("%s: %s", ": ".join(where), what)
+        logger.warning("%s: %s", _one_line(": ".join(where)), what)
 
     def value(self, section: str, key: str, kind: _Kind, raw: Any) -> Any:
         """Check one TOML value; errors keep the 2016 ``Toml decode error: ...`` text."""
@@ -814,7 +946,7 @@ def _settle_auth(
 def _read_credentials(path: str) -> dict[str, str] | None:
     """``client_id`` and ``client_secret`` from the file's ``[auth]`` table; None if no file."""
     try:
-        data = Path(path).read_bytes()
+        data = _read_file(path)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -117,7 +117,9 @@ def anchors(doc: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
-@pytest.mark.parametrize("doc", [README, DOC, REPO / "docs" / "compatibility.md"])
+@pytest.mark.parametrize(
+    "doc", [README, *sorted((REPO / "docs").glob("*.md"))], ids=lambda doc: doc.name
+)
 def test_relative_links_in_the_docs_resolve(doc: Path) -> None:
     for target, anchor in re.findall(r"\]\(([^)#]*)(?:#([^)]*))?\)", doc.read_text()):
         if "://" in target:

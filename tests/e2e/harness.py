@@ -7,6 +7,7 @@ Readiness is the daemon's own ``READY=1`` on a ``NOTIFY_SOCKET`` the test binds 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -73,11 +74,16 @@ class DaemonProcess:
         self._notify: socket.socket | None = None
 
     def start(
-        self, *, stdin: int | None = subprocess.DEVNULL, env: Mapping[str, str] | None = None
+        self,
+        *,
+        stdin: int | None = subprocess.DEVNULL,
+        env: Mapping[str, str] | None = None,
+        open_files: int | None = None,
     ) -> DaemonProcess:
         """Start the process and return once it said READY=1.
 
         :param env: more environment variables (``SOTA_KILL_AT``, say).
+        :param open_files: start it with this soft limit on open files.
         """
         notify_path = str(self.workdir / f"notify{self.runs}")
         self.runs += 1
@@ -100,6 +106,7 @@ class DaemonProcess:
                 stdout=subprocess.PIPE if stdin == subprocess.PIPE else log,
                 stderr=log,
                 env=environment,
+                preexec_fn=None if open_files is None else _soft_open_files(open_files),
             )
         try:
             self._wait_ready(notify)
@@ -199,6 +206,14 @@ class DaemonProcess:
                 break
             time.sleep(0.05)
         raise AssertionError(f"the log never matched:\n{self.log()}")
+
+
+def _soft_open_files(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+    return apply
 
 
 MakeDaemon = Callable[..., DaemonProcess]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from sota_client.sim import (
@@ -96,7 +97,7 @@ async def test_a_broken_download_resumes_and_the_image_is_intact(
 ) -> None:
     sim.add_package("nano", "2.2.6", data=IMAGE)
     update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
-    sim.inject(fault.__class__(**{**_fields(fault), "count": 2}))
+    sim.inject(msgspec.structs.replace(fault, count=2))
     daemon = make_daemon(sim.url, core={"timeout": 2}, device=file_manager(workdir))
     await anyio.to_thread.run_sync(daemon.start)
     await finished_once(sim, update_id)
@@ -107,12 +108,6 @@ async def test_a_broken_download_resumes_and_the_image_is_intact(
     assert ranges[0] is None
     log = daemon.log()
     assert f"sha256 {hashlib.sha256(IMAGE).hexdigest()}" in log
-
-
-def _fields(fault: object) -> dict[str, object]:
-    import msgspec
-
-    return msgspec.structs.asdict(fault)  # type: ignore[arg-type]
 
 
 async def test_a_token_that_expires_during_the_report_costs_one_report(

@@ -215,6 +215,19 @@ async def test_kill_9_mid_download_then_restart_resumes_and_completes(
     assert 0 < start <= kept
 
 
+def test_the_daemon_raises_its_open_file_limit_for_many_peers(
+    sim: CoreSimulator, make_daemon: MakeDaemon
+) -> None:
+    """1,000 idle peers and 300 slow writers need more than the common 1024 descriptors."""
+    daemon = make_daemon(sim.url, core={"polling": False})
+    daemon.start(open_files=1024)
+    assert daemon.proc is not None
+    limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
+    (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    soft, hard = line.split()[3:5]
+    assert int(soft) == min(int(hard), 65536) > 1024
+
+
 async def test_sigterm_and_shutdown_stop_cleanly(
     sim: CoreSimulator, make_daemon: MakeDaemon
 ) -> None:

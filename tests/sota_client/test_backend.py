@@ -12,15 +12,17 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import httpx
+import msgspec
 import pytest
 
-from sota_client import __version__
+from sota_client import __version__, _backend
 from sota_client._backend import AccessToken, AuthSettings, CoreBackend
 from sota_client._errors import (
     AuthError,
     BackendError,
     DecodeError,
     HttpStatusError,
+    InternalError,
     SotaError,
     TokenError,
     TransportError,
@@ -664,14 +666,6 @@ async def test_https_with_a_ca_bundle_starts() -> None:
         pass
 
 
-async def test_tls_is_verified() -> None:
-    """A server whose certificate the CA bundle does not vouch for is refused."""
-    with ScriptedServer() as plain:  # speaks plain HTTP: the TLS handshake fails
-        async with CoreBackend(f"https://127.0.0.1:{plain.port}", DEVICE) as core:
-            with pytest.raises(TransportError, match="could not connect"):
-                await core.get_update_requests()
-
-
 # -- status-code edge cases (no server needed) --------------------------------------------
 
 
@@ -763,3 +757,67 @@ async def test_calls_refused_together_reauthenticate_once() -> None:
                 group.start_soon(core.send_installed_packages, [])
     assert issued == ["t1", "t2"]
     assert sorted(refused) == [f"{API}/installed", f"{API}/updates"]
+
+
+# -- the boundary: nothing but a SotaError leaves the backend ------------------------------
+
+
+async def test_a_header_that_cannot_be_sent_is_a_backend_error(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind the token check, the request builder still turns the encoding error into ours."""
+    core_routes(server)
+    body = b'{"access_token":"t\xc3\xb6k","token_type":"b","expires_in":60,"scope":""}'
+    server.route("POST", "/token", lambda ex: ex.json(200, body))
+    monkeypatch.setattr(_backend, "_check_token", lambda token: None)
+    async with backend(server) as core:
+        with pytest.raises(BackendError) as caught:
+            await core.get_update_requests()
+    assert str(caught.value).startswith("Http client error: cannot make the request GET ")
+    assert [request.path for request in server.requests] == ["/token"]
+
+
+async def test_an_unexpected_library_error_becomes_an_internal_error(
+    server: ScriptedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    core_routes(server)
+    async with backend(server, auth=False) as core:
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug deep in a library")
+
+        monkeypatch.setattr(core._client, "send", broken)
+        for call in (
+            core.get_update_requests(),
+            core.send_update_report(UpdateReport.single("u1", ResultCode.OK)),
+            core.send_installed_packages([]),
+            core.send_system_info("{}"),
+            core.download("u1", str(tmp_path)),
+        ):
+            with pytest.raises(InternalError) as caught:
+                await call
+            assert "RuntimeError: a bug deep in a library" in str(caught.value)
+    assert caplog.text.count("Unexpected error in CoreBackend.") == 5
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["t\u00f6k\u20ac", "has space", "x" * (16 * 1024 + 1), "a\r\nInjected: yes"],
+    ids=["non-ascii", "space", "too-long", "header-injection"],
+)
+async def test_a_token_that_cannot_be_a_bearer_token_is_refused(
+    server: ScriptedServer, token: str
+) -> None:
+    body = msgspec.json.encode(
+        {"access_token": token, "token_type": "bearer", "expires_in": 60, "scope": ""}
+    )
+    server.route("POST", "/token", lambda ex: ex.json(200, body))
+    async with backend(server) as core:
+        with pytest.raises(TokenError) as caught:
+            await core.authenticate()
+        assert not core.authenticated
+    assert str(caught.value).startswith("Invalid access token: ")
+    assert caught.value.transient

@@ -379,12 +379,106 @@ _GATEWAYS = ["console", "dbus", "http", "rvi", "socket", "websocket"]
             "but found '999'",
         ),
         (["--device-uuid=\udcff"], "Invalid device-uuid: not valid UTF-8"),
+        (
+            ["--device-max-download-size=0"],
+            "Invalid device-max-download-size: expected a size in bytes between 1 and "
+            "18446744073709551615, but found 0",
+        ),
+        (
+            ["--device-max-download-size=18446744073709551616"],
+            "Invalid device-max-download-size: expected a size in bytes between 1 and "
+            "18446744073709551615, but found 18446744073709551616",
+        ),
+        (
+            ["--device-max-download-size=4GiB"],
+            "Invalid device-max-download-size: invalid digit found in string",
+        ),
+        (
+            ["--device-max-concurrent-downloads=17"],
+            "Invalid device-max-concurrent-downloads: expected a number of downloads between 1 "
+            "and 16, but found 17",
+        ),
+        (
+            ["--device-max-concurrent-downloads="],
+            "Invalid device-max-concurrent-downloads: cannot parse integer from empty string",
+        ),
+        (
+            ["--device-package-manager=a\nb"],
+            "Invalid device-package-manager: Parse error: unknown package manager: a\\nb",
+        ),
     ],
 )
 def test_bad_flag_values(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     code, out, err = run(capsys, "--print", *argv)
     assert (code, out) == (1, "")
     assert err == f"sota_client: {message}\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile config files: one error line and exit 1, at once, from the real entry point
+
+
+def _hostile(kind: str, directory: Path) -> tuple[str, str]:
+    """Make a hostile config in ``directory``: its path and the error after ``<path>: ``."""
+    path = directory / "sota.toml"
+    if kind == "/dev/zero":
+        return "/dev/zero", "not a regular file"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return str(path), "not a regular file"
+    if kind == "directory":
+        path.mkdir()
+        return str(path), "IO error: Is a directory (os error 21)"
+    if kind == "2 MiB":
+        path.write_bytes(b"#" * (2 << 20))
+        return str(path), "larger than 1 MiB (1048576 bytes); is this the right file?"
+    if kind == "500 nested arrays":
+        path.write_text("a = " + "[" * 500 + "\n")
+        return str(path), "Toml parser errors: arrays or tables nested too deeply"
+    if kind == "invalid UTF-8":
+        path.write_bytes(b'[device]\nvin = "\xff\xfe"\n')
+        return str(path), "IO error: stream did not contain valid UTF-8"
+    assert kind == "a dotted key of 1 MiB"
+    path.write_text("a" + ".a" * ((1 << 20) // 2 - 8) + " = 1\n")
+    assert path.stat().st_size <= 1 << 20
+    return str(path), (
+        "Toml parser errors: more than 4096 dots outside comments (dotted keys this long take "
+        "the parser minutes); is this the right file?"
+    )
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "/dev/zero",
+        "fifo",
+        "directory",
+        "2 MiB",
+        "500 nested arrays",
+        "invalid UTF-8",
+        "a dotted key of 1 MiB",
+    ],
+)
+@pytest.mark.parametrize("how", ["--config", "SOTA_CONFIG"])
+def test_python_m_sota_client_with_a_hostile_config(kind: str, how: str, tmp_path: Path) -> None:
+    path, problem = _hostile(kind, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SOTA_LOG": "error"}
+    env.pop("RUST_LOG", None)
+    argv = ["--config", path] if how == "--config" else []
+    if how == "SOTA_CONFIG":
+        env["SOTA_CONFIG"] = path
+    result = subprocess.run(
+        [sys.executable, "-m", "sota_client", *argv],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,  # catches a hang (a FIFO, /dev/zero); the answer takes well under a second
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"sota_client: {path}: {problem}\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,6 +510,8 @@ def test_every_flag_sets_its_key(
         (["--device-package-manager", "RPM"], "device", "package_manager", "rpm"),
         (["--rvi-timeout", "-5"], "rvi", "timeout", -5),
         (["--network-socket-mode", "0o600"], "network", "socket_mode", 0o600),
+        (["--device-max-download-size", "1"], "device", "max_download_size", 1),
+        (["--device-max-concurrent-downloads", "16"], "device", "max_concurrent_downloads", 16),
     ],
 )
 def test_flags_take_a_separate_value_too(
@@ -708,6 +804,8 @@ package_manager = "off"
 certificates_path = "/tmp/sota_certificates"
 system_info = "system_info.sh"
 state_dir = "/var/lib/sota"
+max_download_size = 4294967296
+max_concurrent_downloads = 1
 
 [gateway]
 console = false

@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_client._config import (
+    MAX_DOTS,
+    MAX_FILE_SIZE,
     AuthConfig,
     Config,
     ConfigError,
@@ -26,6 +30,7 @@ from sota_client._config import (
     NetworkConfig,
     PackageManager,
     RviConfig,
+    _Document,
     config_to_toml,
     default_config,
     load_config,
@@ -88,6 +93,8 @@ SAMPLES: list[tuple[str, str, str, str, Any]] = [
     ("device", "certificates_path", '"/etc/ssl/ca.pem"', "/etc/ssl/ca.pem", None),
     ("device", "system_info", '""', "", "off"),
     ("device", "state_dir", '"/srv/sota"', "/srv/sota", None),
+    ("device", "max_download_size", "1048576", "1048576", 1048576),
+    ("device", "max_concurrent_downloads", "4", "4", 4),
     ("gateway", "console", "true", "true", True),
     ("gateway", "dbus", "true", "true", True),
     ("gateway", "http", "true", "true", True),
@@ -162,6 +169,8 @@ def test_additions_have_their_documented_defaults() -> None:
     config = default_config()
     assert config.core.timeout == 20.0
     assert config.device.state_dir == "/var/lib/sota"
+    assert config.device.max_download_size == 4 * 1024**3 == 4294967296
+    assert config.device.max_concurrent_downloads == 1
     assert config.network.socket_mode == 0o660
     assert config.network.socket_group is None
 
@@ -348,6 +357,9 @@ def test_type_error_keeps_the_2016_text() -> None:  # 10.1.8
         ("core", "timeout", "true", "float", "boolean"),
         ("network", "socket_mode", "true", "integer", "boolean"),
         ("rvi", "timeout", "2.0", "integer", "float"),
+        ("device", "max_download_size", '"4G"', "integer", "string"),
+        ("device", "max_download_size", "4e9", "integer", "float"),
+        ("device", "max_concurrent_downloads", "true", "integer", "boolean"),
     ],
 )
 def test_types_are_strict(section: str, key: str, literal: str, expected: str, found: str) -> None:
@@ -375,6 +387,27 @@ def test_types_are_strict(section: str, key: str, literal: str, expected: str, f
         ("network", "socket_mode", "-1", "expected a file mode between 0o0 and 0o7777"),
         ("network", "socket_mode", '"0999"', "expected an octal file mode such as 0o660"),
         ("network", "socket_mode", '"rw-rw----"', "expected an octal file mode such as 0o660"),
+        (
+            "device",
+            "max_download_size",
+            "0",
+            "expected a size in bytes between 1 and 18446744073709551615, but found 0",
+        ),
+        ("device", "max_download_size", "-1", "expected a size in bytes between 1 and "),
+        ("device", "max_download_size", "18446744073709551616", "but found 18446744073709551616"),
+        (
+            "device",
+            "max_concurrent_downloads",
+            "0",
+            "expected a number of downloads between 1 and 16, but found 0",
+        ),
+        (
+            "device",
+            "max_concurrent_downloads",
+            "17",
+            "expected a number of downloads between 1 and 16, but found 17",
+        ),
+        ("core", "polling_sec", "0x1" + "0" * 5000, "a number too long to show is out of range"),
     ],
 )
 def test_numbers_are_range_checked(section: str, key: str, literal: str, problem: str) -> None:
@@ -383,6 +416,15 @@ def test_numbers_are_range_checked(section: str, key: str, literal: str, problem
     assert problem in caught.value.message
     assert caught.value.message.startswith("Toml decode error: ")
     assert caught.value.message.endswith(f" for the key `{key}`")
+
+
+def test_an_addition_out_of_range_names_file_line_section_and_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[device]\nuuid = "u"\nmax-concurrent-downloads = 17\n', "/etc/sota.toml")
+    assert str(caught.value) == (
+        "/etc/sota.toml:3: [device] max_concurrent_downloads: Toml decode error: expected a "
+        "number of downloads between 1 and 16, but found 17 for the key `max_concurrent_downloads`"
+    )
 
 
 @pytest.mark.parametrize(
@@ -400,6 +442,10 @@ def test_numbers_are_range_checked(section: str, key: str, literal: str, problem
         ("network", "socket_mode", "416", 0o640),
         ("network", "socket_mode", '"0o755"', 0o755),
         ("network", "socket_mode", '"600"', 0o600),
+        ("device", "max_download_size", "1", 1),
+        ("device", "max_download_size", "18446744073709551615", 2**64 - 1),
+        ("device", "max_concurrent_downloads", "1", 1),
+        ("device", "max_concurrent_downloads", "16", 16),
     ],
 )
 def test_numbers_at_the_limits_are_accepted(
@@ -679,6 +725,203 @@ def test_config_error_renders_what_it_knows() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Hostile files: only a regular file of at most 1 MiB is read, and nothing hangs or blows up
+
+
+def load_error(path: str | Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_a_device_is_not_a_regular_file(device: str) -> None:
+    assert load_error(device) == f"{device}: not a regular file"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "sota.toml"
+    os.mkfifo(fifo)
+    assert load_error(fifo) == f"{fifo}: not a regular file"
+
+
+def test_a_unix_socket_is_not_a_regular_file(sock_dir: Path) -> None:
+    path = sock_dir / "sota.toml"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        assert load_error(path) == f"{path}: not a regular file"
+
+
+def test_a_symlink_to_a_config_is_followed(tmp_path: Path) -> None:
+    target = tmp_path / "real.toml"
+    target.write_text("[core]\npolling_sec = 7\n")
+    link = tmp_path / "sota.toml"
+    link.symlink_to(target)
+    assert load_config(str(link)).core.polling_sec == 7
+    device_link = tmp_path / "zero.toml"
+    device_link.symlink_to("/dev/zero")
+    assert load_error(device_link) == f"{device_link}: not a regular file"
+
+
+def test_a_file_of_exactly_1_mib_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "sota.toml"
+    tail = b"\n[core]\npolling_sec = 4\n"
+    path.write_bytes(b"#" * (MAX_FILE_SIZE - len(tail)) + tail)
+    assert path.stat().st_size == MAX_FILE_SIZE == 1 << 20
+    assert load_config(str(path)).core.polling_sec == 4
+
+
+@pytest.mark.parametrize("size", [MAX_FILE_SIZE + 1, 2 * MAX_FILE_SIZE])
+def test_a_larger_file_is_refused(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "sota.toml"
+    path.write_bytes(b"#" * (size - 1) + b"\n")
+    assert load_error(path) == (
+        f"{path}: larger than 1 MiB (1048576 bytes); is this the right file?"
+    )
+
+
+def test_a_file_whose_size_is_unknown_is_read_for_at_most_1_mib_and_a_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like a /proc file (size 0) or one still growing: the read itself is bounded."""
+    path = tmp_path / "sota.toml"
+    path.write_bytes(b"#" * (3 * MAX_FILE_SIZE))
+    real_fstat, real_read = os.fstat, os.read
+    read: list[int] = []
+
+    def fstat_says_empty(fd: int) -> os.stat_result:
+        fields = list(real_fstat(fd))
+        fields[stat.ST_SIZE] = 0
+        return os.stat_result(fields)
+
+    def counted_read(fd: int, n: int) -> bytes:
+        data = real_read(fd, n)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "fstat", fstat_says_empty)
+    monkeypatch.setattr(os, "read", counted_read)
+    message = load_error(path)
+    monkeypatch.undo()
+    assert message == f"{path}: larger than 1 MiB (1048576 bytes); is this the right file?"
+    assert sum(read) == MAX_FILE_SIZE + 1
+
+
+def test_a_proc_file_is_read_although_its_size_is_zero() -> None:
+    path = "/proc/self/status"
+    assert os.stat(path).st_size == 0
+    assert load_error(path).startswith(f"{path}: Toml parser errors: ")  # read, then parsed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + "[" * 500,
+        "a = " + "[" * 500 + "]" * 500,
+        "a = " + "{b = " * 500 + "1" + "}" * 500,
+        "[core]\nserver = " + "[" * 100_000,
+    ],
+    ids=["arrays", "closed arrays", "inline tables", "100,000 arrays"],
+)
+def test_deep_nesting_is_one_error_line(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/sota.toml")
+    assert str(caught.value) == (
+        "/etc/sota.toml: Toml parser errors: arrays or tables nested too deeply"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raised", "problem"),
+    [
+        (MemoryError(), "out of memory"),
+        (ZeroDivisionError("division by zero"), "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_any_parser_failure_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, raised: Exception, problem: str
+) -> None:
+    def broken(text: str) -> dict[str, Any]:
+        raise raised
+
+    monkeypatch.setattr(tomllib, "loads", broken)
+    with pytest.raises(ConfigError) as caught:
+        parse_config("", "f.toml")
+    assert str(caught.value) == f"f.toml: Toml parser errors: {problem}"
+
+
+def test_an_integer_python_will_not_convert_is_one_error_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("[core]\npolling_sec = 1" + "0" * 5000 + "\n", "f.toml")
+    assert str(caught.value) == (
+        "f.toml: Toml parser errors: ValueError: Exceeds the limit (4300 digits) for integer "
+        "string conversion: value has 5001 digits"
+    )
+
+
+def test_very_long_dotted_keys_are_refused_before_parsing() -> None:
+    """tomllib needs time quadratic in a dotted key's length: 1 MiB of ``a.a.a...`` takes
+    hours. More dots than a config ever has are refused before tomllib sees them."""
+    dots = "." * MAX_DOTS
+    assert parse_config(f'# .\n[device]\nvin = "{dots}"\n').device.vin == dots
+    assert parse_config(f"# {dots}.\n  #.\n[device]\n").device == DeviceConfig()  # comments
+    for text in (f'[device]\nvin = "{dots}."\n', "a" + ".a" * 400_000 + " = 1\n"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, "f.toml")
+        assert str(caught.value) == (
+            "f.toml: Toml parser errors: more than 4096 dots outside comments (dotted keys "
+            "this long take the parser minutes); is this the right file?"
+        )
+
+
+def test_the_line_of_a_key_is_its_first_mention() -> None:
+    text = '[device]\npackage_manager = "yum"\nvin = """\npackage_manager = "deb"\n"""\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "f.toml")
+    assert caught.value.line == 2  # not line 4, inside the string
+
+
+def test_an_error_is_one_line_whatever_the_file_holds() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[device]\npackage_manager = "yu\\nm\\u2028\\u001b[31m"\n', "a\nb.toml")
+    assert str(caught.value) == (
+        "a\\nb.toml:2: [device] package_manager: Toml decode error: Parse error: unknown "
+        "package manager: yu\\nm\\u2028\\x1b[31m for the key `package_manager`"
+    )
+    assert caught.value.message.startswith("Toml decode error: ")  # the raw text is kept
+
+
+def test_a_warning_is_one_line_whatever_the_file_holds(caplog: pytest.LogCaptureFixture) -> None:
+    parse_config('[core]\n"polling\\nsec" = 1\n"\\r\\t" = 2\n', "f.toml")
+    assert warnings_of(caplog) == [
+        "f.toml: [core] polling\\nsec: unknown key ignored",
+        "f.toml: [core] \\r\\t: unknown key ignored",
+    ]
+
+
+def test_many_unknown_keys_are_located_in_one_pass(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file can hold 100,000 unknown keys; searching the text once per warning took hours."""
+    passes: list[str] = []
+    index_lines = _Document._index_lines
+
+    def counted(document: _Document) -> dict[tuple[str, str | None], int]:
+        passes.append(document.source)
+        return index_lines(document)
+
+    monkeypatch.setattr(_Document, "_index_lines", counted)
+    count = 2000
+    text = "[core]\n" + "".join(f"k{i} = {i}\n" for i in range(count))
+    assert parse_config(text, "f.toml") == default_config()
+    assert passes == ["f.toml"]
+    messages = warnings_of(caplog)
+    assert len(messages) == count
+    assert messages[0] == "f.toml:2: [core] k0: unknown key ignored"
+    assert messages[-1] == f"f.toml:{count + 1}: [core] k{count - 1}: unknown key ignored"
+
+
+# ---------------------------------------------------------------------------------------------
 # 10.1.10 and 9.2: the [auth] credentials file
 
 
@@ -853,6 +1096,46 @@ def test_an_override_creates_a_missing_optional_section() -> None:
     )
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "too large", "directory"])
+def test_a_hostile_credentials_file_is_one_error_line(tmp_path: Path, kind: str) -> None:
+    credentials = tmp_path / "credentials.toml"
+    if kind == "fifo":
+        os.mkfifo(credentials)
+        problem = "not a regular file"
+    elif kind == "device":
+        credentials.symlink_to("/dev/zero")
+        problem = "not a regular file"
+    elif kind == "too large":
+        credentials.write_bytes(b'[auth]\nclient_id = "' + b"x" * MAX_FILE_SIZE + b'"\n')
+        problem = "larger than 1 MiB (1048576 bytes); is this the right file?"
+    else:
+        credentials.mkdir()
+        problem = "IO error: Is a directory (os error 21)"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(auth_section(credentials, client_id="a", client_secret="b"))
+    assert str(caught.value) == f"{credentials}: {problem}"
+
+
+def test_a_credentials_file_nested_too_deeply(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials.toml"
+    credentials.write_text("[auth]\nclient_id = " + "[" * 1000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(auth_section(credentials))
+    assert str(caught.value) == (
+        f"{credentials}: Toml parser errors: arrays or tables nested too deeply"
+    )
+
+
+def test_a_symlinked_credentials_file_is_read(tmp_path: Path) -> None:
+    target = tmp_path / "provisioned.toml"
+    target.write_text('[auth]\nclient_id = "A"\nclient_secret = "B"\n')
+    credentials = tmp_path / "credentials.toml"
+    credentials.symlink_to(target)
+    auth = parse_config(auth_section(credentials, client_id="X", client_secret="Y")).auth
+    assert auth is not None
+    assert (auth.client_id, auth.client_secret) == ("A", "B")
+
+
 # ---------------------------------------------------------------------------------------------
 # --print TOML
 
@@ -921,7 +1204,16 @@ configs = st.builds(
         DBusConfig, _texts, _texts, _texts, _texts, _texts, st.integers(-(2**31), 2**31 - 1)
     ),
     device=st.builds(
-        DeviceConfig, _texts, _texts, _texts, _managers, _texts, st.none() | _some_texts, _texts
+        DeviceConfig,
+        _texts,
+        _texts,
+        _texts,
+        _managers,
+        _texts,
+        st.none() | _some_texts,
+        _texts,
+        st.integers(1, 2**64 - 1),
+        st.integers(1, 16),
     ),
     gateway=st.builds(GatewayConfig, *[st.booleans()] * 6),
     network=st.builds(

@@ -18,7 +18,7 @@ from sota_client._download import Checkpoint, DownloadResult, Progress
 from sota_client._interpreter import MAX_UPDATES_PER_POLL
 from sota_client._store import UpdateState
 from sota_client.pacman import FilePackageManager, InstallOutcome
-from sota_client.sim import CoreSimulator
+from sota_client.sim import CoreSimulator, TruncateFault
 from swlm_sdk.protocol import (
     DownloadComplete,
     DownloadFailed,
@@ -367,3 +367,18 @@ def test_the_checkpoint_type_is_what_the_journal_stores() -> None:
     point = Checkpoint(5, SHA256)
     assert (point.size, point.sha256) == (5, SHA256)
     assert Progress is not None
+
+
+async def test_a_download_that_keeps_breaking_fails_once_and_leaves_no_partial_file(
+    tmp_path: Path, sim: CoreSimulator
+) -> None:
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    sim.inject(TruncateFault(route="download", after=100))  # a start: 100 bytes kept
+    sim.inject(TruncateFault(route="download", after=0, count=100))  # then never any more
+    async with running_daemon(tmp_path, sim) as d:
+        event = await d.execute(StartDownload(update_id))
+        assert isinstance(event, DownloadFailed)
+        await d.idle()
+        assert d.journal.update_state(update_id) is UpdateState.REPORTED
+        assert list(d.packages_dir.iterdir()) == []  # the update is over: nothing to resume
+    assert [r.status for r in sim.reports(DEVICE)] == [204]

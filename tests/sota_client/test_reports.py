@@ -398,7 +398,7 @@ async def test_a_misbehaving_token_endpoint_never_drops_a_report(
         ):
             await backend.authenticate()
             sim.inject(ExpireTokensFault(route="report"))
-            sim.inject(token_fault.__class__(**{**msgspec.structs.asdict(token_fault), "count": 8}))
+            sim.inject(msgspec.structs.replace(token_fault, count=8))
             sender = ReportSender(backend, journal, backoff=0.02, max_backoff=0.2)
             tg.start_soon(sender.run, recorder)
             event = await sender.send(UpdateReport.single(update_id, ResultCode.OK, ""))
@@ -446,3 +446,20 @@ async def test_a_report_that_keeps_hitting_a_bug_is_set_aside_after_three_tries(
     (set_aside,) = recorder.events
     assert isinstance(set_aside, ErrorEvent)
     assert set_aside.text.startswith("The report for update u1 is set aside: it failed the same")
+
+
+async def test_a_report_is_in_doubt_while_its_post_is_under_way(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    """A kill during the POST must leave it "in doubt", so that Core's list is checked."""
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    sim.inject(DelayFault(seconds=60, route="report"))
+    with Journal.open(journal_path) as journal:
+        async with retrying(sim, journal) as (sender, _), anyio.create_task_group() as tg:
+            tg.start_soon(sender.send, UpdateReport.single(update_id, ResultCode.OK, ""))
+            with anyio.fail_after(10):
+                await sim.wait_for_async(lambda: route_count(sim, "report") == 1)
+            pending = journal.pending_report(update_id)
+            assert pending is not None
+            assert pending.in_doubt
+            tg.cancel_scope.cancel()

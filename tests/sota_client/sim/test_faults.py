@@ -237,7 +237,8 @@ def test_faults_over_http(sim: CoreSimulator) -> None:
     [
         ({"kind": "explode"}, "Invalid value 'explode'"),
         ({"kind": "status", "colour": "red"}, "unknown field `colour`"),
-        ({"kind": "status", "status": 200}, "$.status"),
+        ({"kind": "status", "status": 199}, "$.status"),
+        ({"kind": "status", "location": "/x\r\nX-Evil: 1"}, "single header line"),
         ({"kind": "delay"}, "missing required field `seconds`"),
         ({"kind": "drop", "count": 0}, "$.count"),
         ({"kind": "drop", "path": "("}, "bad path regex"),

@@ -1,0 +1,351 @@
+"""Removes each rule the code keeps, once, and checks that a test fails (``make mutants``).
+
+Every entry names a rule, the exact text that implements it, what it becomes without the rule,
+and the tests that must catch that. The file is restored after each run, whatever happens.
+A mutant that no test kills means an untested rule: the run fails and names it.
+
+Usage: ``python tools/mutants.py [NAME_SUBSTRING ...]``
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    # -- the journal: one transaction, one state machine --------------------------------------
+    Mutant(
+        "a state change and its event in one transaction",
+        "sota_client/_store.py",
+        """            self._enter(db, update_id, UpdateState.DOWNLOADED)
+            if event is not None:
+                self._add_event(db, event[0], event[1], update_id)""",
+        """            self._enter(db, update_id, UpdateState.DOWNLOADED)
+        if event is not None:
+            self.add_event(event[0], event[1], update_id)""",
+        ("tests/sota_client/test_store.py",),
+    ),
+    Mutant(
+        "a report Core accepted is answered from the journal",
+        "sota_client/_store.py",
+        "if record is not None and record.state is UpdateState.REPORTED:",
+        "if False:",
+        ("tests/sota_client/test_reports.py", "tests/sota_client/test_store.py"),
+    ),
+    Mutant(
+        "a delivered DownloadComplete makes the update DELIVERED",
+        "sota_client/_store.py",
+        "                    self._enter(db, row[1], UpdateState.DELIVERED)",
+        "                    pass",
+        ("tests/sota_client/test_store.py",),
+    ),
+    # -- reports: exactly once -----------------------------------------------------------------
+    Mutant(
+        "a POST in doubt is checked against Core's list first",
+        "sota_client/_reports.py",
+        "        if pending.in_doubt:",
+        "        if False:",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    Mutant(
+        "a report is marked in doubt before its POST",
+        "sota_client/_reports.py",
+        "        self._journal.report_sending(update_id)\n",
+        "",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    Mutant(
+        "only a permanent 4xx from the report endpoint sets a report aside",
+        "sota_client/_reports.py",
+        "and exc.status not in _RETRYABLE_4XX",
+        "",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    Mutant(
+        "the auth server's failures are TokenError, never Core's refusal",
+        "sota_client/_backend.py",
+        "            raise TokenError(str(exc), cause=exc) from exc",
+        "            raise",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    Mutant(
+        "a report hitting the same bug three times is set aside",
+        "sota_client/_reports.py",
+        """        if self._strikes.strike(pending.update_id, str(exc)):""",
+        """        if False:""",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    Mutant(
+        "one send of an update's report at a time",
+        "sota_client/_reports.py",
+        """                state = self._journal.update_state(update_id)
+                if state is UpdateState.REPORTED:""",
+        """                state = None
+                if state is UpdateState.REPORTED:""",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    Mutant(
+        "a refused connection is not in doubt",
+        "sota_client/_backend.py",
+        "        maybe_delivered=not isinstance(exc, _NEVER_SENT),",
+        "        maybe_delivered=True,",
+        ("tests/sota_client/test_reports.py",),
+    ),
+    # -- the interpreter -----------------------------------------------------------------------
+    Mutant(
+        "the per-update lock: a download and an install never overlap",
+        "sota_client/_interpreter.py",
+        "            async with self._holding(update_id), self._install_lock:",
+        "            async with self._install_lock:",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "an update being downloaded or installed is left alone (_busy)",
+        "sota_client/_interpreter.py",
+        """        if self._busy(update_id):
+            return
+        check_update_id(update_id)""",
+        """        check_update_id(update_id)""",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "ids in commands pass the one id rule",
+        "sota_client/_interpreter.py",
+        "            check_update_id(update_id)  # it becomes a file name and a URL path segment",
+        "            pass",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "ids in Core's list pass the one id rule",
+        "sota_client/_interpreter.py",
+        "            if problem is None:\n                usable.append(request)",
+        "            if True:\n                usable.append(request)",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "Core's list is taken at most MAX_UPDATES_PER_POLL at a time",
+        "sota_client/_interpreter.py",
+        "        if len(usable) > MAX_UPDATES_PER_POLL:",
+        "        if False:",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "downloads wait their turn",
+        "sota_client/_interpreter.py",
+        "        self._turns = Turns(services.max_concurrent_downloads)",
+        "        self._turns = Turns(1000)",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "turns are served in ticket (installPos) order",
+        "sota_client/_turns.py",
+        "            while not (self._free and next(iter(self._waiting)) == ticket):",
+        "            while not self._free:",
+        ("tests/sota_client/test_turns.py", "tests/sota_client/test_lifecycle.py"),
+    ),
+    Mutant(
+        "a complete image is handed over again without a download",
+        "sota_client/_interpreter.py",
+        """            again = await self._hand_over_again(update_id, image)
+            if again is not None:
+                return again""",
+        "",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "an interrupted install runs again",
+        "sota_client/_interpreter.py",
+        "                await self._run(StartInstall(update_id))\n            case UpdateState.R",
+        "                pass\n            case UpdateState.R",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "a download over for good leaves no partial file",
+        "sota_client/_interpreter.py",
+        "                _remove(image + PART_SUFFIX)  # over for good: nothing will resume it",
+        "                pass",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
+        "the daemon takes every unfinished update forward at start-up",
+        "sota_client/_daemon.py",
+        "    await interpreter.recover()\n",
+        "",
+        ("tests/e2e/test_crash.py::test_a_kill_at_every_step_loses_nothing_and_reports_once",),
+    ),
+    # -- the events outbox ---------------------------------------------------------------------
+    Mutant(
+        "an SWLM that restarted gets again what it has not reported",
+        "sota_client/gateways/_events.py",
+        "            self._notice_restarted_listener()\n",
+        "",
+        ("tests/sota_client/test_events_gateway.py",),
+    ),
+    Mutant(
+        "an event hitting the same bug three times is set aside",
+        "sota_client/gateways/_events.py",
+        "                    if self._strikes.strike(item.id, repr(exc)):",
+        "                    if False:",
+        ("tests/sota_client/test_events_gateway.py",),
+    ),
+    # -- loops and polling ---------------------------------------------------------------------
+    Mutant(
+        "the report loop is supervised",
+        "sota_client/_daemon.py",
+        'tg.start_soon(supervise, "report", functools.partial(reports.run, interpreter.publish))',
+        "tg.start_soon(reports.run, interpreter.publish)",
+        ("tests/sota_client/test_daemon.py",),
+    ),
+    Mutant(
+        "the event delivery loop is supervised",
+        "sota_client/_daemon.py",
+        'supervise, "event delivery", functools.partial(outbox.run, interpreter.publish)',
+        "functools.partial(outbox.run, interpreter.publish)",
+        ("tests/sota_client/test_daemon.py",),
+    ),
+    Mutant(
+        "the polling loop is supervised",
+        "sota_client/_daemon.py",
+        '        tg.start_soon(supervise, "polling", poller.run)',
+        "        tg.start_soon(poller.run)",
+        ("tests/sota_client/test_daemon.py",),
+    ),
+    Mutant(
+        "the poller waits for idle before its interval",
+        "sota_client/_poller.py",
+        """        while True:
+            await activity.wait_idle()
+            await self._sleep(self.wait())""",
+        """        while True:
+            await self._sleep(self.wait())""",
+        ("tests/sota_client/test_poller.py",),
+    ),
+    Mutant(
+        "the poller waits for idle again before it polls",
+        "sota_client/_poller.py",
+        """            await self._sleep(self.wait())
+            await activity.wait_idle()""",
+        """            await self._sleep(self.wait())""",
+        ("tests/sota_client/test_poller.py",),
+    ),
+    Mutant(
+        "failed polls back off",
+        "sota_client/_poller.py",
+        "        return self._backoff.delay(self.failures) if self.failures else self.interval",
+        "        return self.interval",
+        ("tests/sota_client/test_poller.py",),
+    ),
+    Mutant(
+        "polling_sec = 0 means the shortest interval",
+        "sota_client/_poller.py",
+        "        self.interval = max(float(seconds), MIN_INTERVAL)",
+        "        self.interval = float(seconds)",
+        ("tests/sota_client/test_poller.py",),
+    ),
+    # -- the Core client's boundary ------------------------------------------------------------
+    Mutant(
+        "nothing but a SotaError leaves the backend",
+        "sota_client/_backend.py",
+        """    except SotaError:
+        raise
+    except Exception as exc:
+        logger.exception("Unexpected error in CoreBackend.%s", call)""",
+        """    except SotaError:
+        raise
+    except ZeroDivisionError as exc:
+        logger.exception("Unexpected error in CoreBackend.%s", call)""",
+        ("tests/sota_client/test_backend.py",),
+    ),
+    Mutant(
+        "a token must be a bearer token",
+        "sota_client/_backend.py",
+        "            _check_token(token)\n",
+        "",
+        ("tests/sota_client/test_backend.py",),
+    ),
+    Mutant(
+        "the token backoff is waited out before a token request",
+        "sota_client/_backend.py",
+        """            if delay > 0:
+                await self._backoff.sleep(delay)""",
+        """            if delay > 1e9:
+                await self._backoff.sleep(delay)""",
+        ("tests/sota_client/test_backend.py", "tests/sota_client/test_interpreter.py"),
+    ),
+    Mutant(
+        "TLS is verified against the CA bundle",
+        "sota_client/_backend.py",
+        "        return ssl.create_default_context(cafile=ca_file)",
+        "        return ssl._create_unverified_context(cafile=ca_file)",
+        ("tests/sota_client/test_tls.py",),
+    ),
+    Mutant(
+        "a transport error says why, also on trio",
+        "sota_client/_backend.py",
+        "    detail = _first_reason(exc)",
+        "    detail = str(exc) or type(exc).__name__",
+        ("tests/sota_client/test_tls.py",),
+    ),
+    Mutant(
+        "the open-file limit is raised for many socket peers",
+        "sota_client/_daemon.py",
+        "        raise_open_file_limit()  # every peer of the commands socket holds a descriptor\n",
+        "",
+        ("tests/e2e/test_service.py::test_the_daemon_raises_its_open_file_limit_for_many_peers",),
+    ),
+]
+
+
+def run(mutant: Mutant) -> tuple[bool, str]:
+    """Apply the mutant, run its tests, restore the file; (killed, what killed it)."""
+    path = REPO / mutant.path
+    original = path.read_text()
+    if original.count(mutant.old) != 1:
+        return False, f"the text to mutate occurs {original.count(mutant.old)} times"
+    try:
+        path.write_text(original.replace(mutant.old, mutant.new))
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+    finally:
+        path.write_text(original)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    if result.returncode == 0:
+        return False, "no test failed"
+    return True, (failed[0].removeprefix("FAILED ") if failed else result.stdout[-300:].strip())
+
+
+def main(argv: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not argv[1:] or any(a in m.name for a in argv[1:])]
+    survivors = 0
+    for mutant in chosen:
+        started = time.monotonic()
+        killed, why = run(mutant)
+        survivors += not killed
+        mark = "killed " if killed else "SURVIVED"
+        print(f"{mark} {mutant.name} ({time.monotonic() - started:.0f} s): {why}", flush=True)
+    print(f"{len(chosen) - survivors} of {len(chosen)} mutants killed")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
