@@ -146,7 +146,7 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
 
     tg.start_soon(supervise, "report", functools.partial(reports.run, interpreter.publish))
     await interpreter.execute(Authenticate())
-    await interpreter.recover()
+    interpreter.recover()
     if config.core.polling:
         poller = Poller(interpreter, config.core.polling_sec)
         tg.start_soon(supervise, "polling", poller.run)

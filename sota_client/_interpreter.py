@@ -213,7 +213,7 @@ class Interpreter:
         ticket = self._turns.ticket() if isinstance(step, StartDownload | ResolveUpdate) else None
         self._tg.start_soon(self._run_step, step, ticket)
 
-    async def recover(self) -> None:
+    def recover(self) -> None:
         """At start-up: drive every update the journal has in an unfinished state forward.
 
         A download that was running resumes; an image that was downloaded but not handed

@@ -125,7 +125,7 @@ class ReportSender:
                     return UpdateReportSent(), True  # sent by whoever held the lock before
                 pending = self._journal.pending_report(update_id)
                 if pending is None:
-                    return ErrorEvent(f"No report is queued for update {update_id}"), True
+                    return ErrorEvent(f"No report is queued for update {update_id}"), False
                 return await self._attempt(pending)
         finally:
             if not lock.locked() and not lock.statistics().tasks_waiting:

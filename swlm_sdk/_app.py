@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeAlias, TypeVar
@@ -14,12 +13,14 @@ from anyio.abc import TaskStatus
 
 from ._client import DEFAULT_TIMEOUT, Client, Retry
 from ._errors import InstallError, ProtocolError, SwlmError
-from ._journal import Journal
+from ._journal import REPORTABLE_ID, Journal
+from ._killpoints import kill_point
 from ._listener import (
     DEFAULT_EVENT_TIMEOUT,
     DEFAULT_MAX_EVENT,
     EventListener,
     compile_kinds,
+    event_name,
     kinds_match,
 )
 from ._paths import StrPath, resolve_socket_paths
@@ -58,7 +59,6 @@ H = TypeVar("H", bound=InstallHandler)
 P = TypeVar("P", bound=PackagesProvider)
 F = TypeVar("F", bound=Callable[[Any], object])
 
-_WORD = re.compile(r"[^ \t\r\n;]{1,1024}")
 _INTERRUPTED = "the install was interrupted: the SWLM stopped before it finished"
 _MAX_TEXT = 1000
 
@@ -76,6 +76,16 @@ def _lone_swlm_error(group: BaseExceptionGroup[BaseException]) -> SwlmError | No
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error if isinstance(error, SwlmError) else None
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, DownloadComplete):
+        return f"DownloadComplete for update {event.update_id!r}"
+    return event_name(event)
+
+
+def _code_name(code: int | None) -> str:
+    return ResultCode(code).name if code is not None else "no code"
 
 
 def _outcome(value: object) -> tuple[ResultCode, str]:
@@ -123,7 +133,7 @@ class App:
     (``concurrency`` at a time) and sends ``SendUpdateReport`` with its outcome. Reports are
     kept in a journal under ``state_dir`` until the daemon accepts them (retried with
     ``report_retry`` backoff, and re-sent at the next start). An update already handled is
-    not installed again: its recorded report is sent again.
+    not installed again, and a report the daemon accepted is final: it is never sent again.
 
     Socket paths: ``commands_socket``/``events_socket``, else ``config`` (the daemon's TOML),
     else ``$SOTA_CONFIG``, else the 2016 defaults.
@@ -319,6 +329,12 @@ class App:
                             task_status.started()
                             with self._dispatch_scope:
                                 async for event in listener:
+                                    if slots.value == 0:
+                                        log.debug(
+                                            "%s waits: %d handler(s) running",
+                                            _describe(event),
+                                            self.concurrency,
+                                        )
                                     await slots.acquire()
                                     work.start_soon(self._dispatch, event, slots)
                         if self._active:
@@ -359,7 +375,7 @@ class App:
 
     async def _handle_download(self, event: DownloadComplete) -> None:
         update_id = event.update_id
-        if not _WORD.fullmatch(update_id):
+        if not REPORTABLE_ID.fullmatch(update_id):
             log.error(
                 "DownloadComplete for update id %r ignored: an id must be 1 to 1024 characters "
                 "without blanks, line breaks or ';' to be reported",
@@ -370,14 +386,22 @@ class App:
             log.warning("update %s is being installed already; ignoring the redelivery", update_id)
             return
         entry = self.journal.get(update_id)
-        if entry is not None and entry.state != "installing":
+        if entry is not None and entry.state == "sent":
+            # The daemon accepted this report: it is final, and the daemon answers for it.
             log.info(
-                "update %s was handled already (%s): sending its report again, not installing",
+                "update %s was already reported (%s) and the daemon acknowledged it: "
+                "ignoring the redelivery",
                 update_id,
-                ResultCode.parse(entry.code or 0).name,
+                _code_name(entry.code),
             )
-            if entry.state == "sent":
-                await self.journal.resend(update_id)
+            return
+        if entry is not None and entry.state == "pending":
+            log.info(
+                "update %s was handled already (%s) and its report is not acknowledged yet: "
+                "sending it, not installing",
+                update_id,
+                _code_name(entry.code),
+            )
             self._kick()
             return
         self._active.add(update_id)
@@ -385,6 +409,7 @@ class App:
             await self.journal.mark_installing(update_id)
             log.info("installing update %s from %s", update_id, event.update_image)
             code, text = await self._run_install(event)
+            kill_point("swlm.install.done")
             with anyio.CancelScope(shield=True):
                 await self.journal.record(update_id, code, text)
             log.info("update %s finished: %s %s", update_id, code.name, text)
@@ -395,6 +420,7 @@ class App:
     async def _run_install(self, event: DownloadComplete) -> tuple[ResultCode, str]:
         handler = self._install
         assert handler is not None
+        kill_point("swlm.install.start")
         try:
             if _is_async(handler):
                 result = handler(event)
@@ -457,7 +483,9 @@ class App:
             except SwlmError as exc:
                 log.warning("report for update %s not delivered: %s; will retry", update_id, exc)
                 return False
-            await self.journal.mark_sent(update_id)
+            kill_point("swlm.report.acknowledged")
+            with anyio.CancelScope(shield=True):  # else a stop now sends it again at start-up
+                await self.journal.mark_sent(update_id)
             log.info("report for update %s delivered: %s", update_id, code.name)
             self._packages_due = self._provider is not None
         if self._packages_due:

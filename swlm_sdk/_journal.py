@@ -10,21 +10,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 import anyio
 import msgspec
 
+from ._killpoints import kill_point
 from ._paths import StrPath
+from .protocol import ResultCode
 
-__all__ = ["Journal", "JournalEntry"]
+__all__ = ["REPORTABLE_ID", "Journal", "JournalEntry"]
 
 log = logging.getLogger("swlm_sdk.app")
 
 State = Literal["installing", "pending", "sent"]
 
+REPORTABLE_ID = re.compile(r"[^ \t\r\n;]{1,1024}")
+"""An update id that ``SendUpdateReport`` can carry as text (``fullmatch``); the App ignores
+any other, so no other can be in a journal."""
+
 _FILE_NAME = "swlm-journal.json"
 _MAX_FILE = 64 << 20
+
+# What the SDK never writes makes a journal unreadable (moved aside) rather than a report that
+# can never be sent: msgspec checks these while decoding. \Z, since $ also matches before "\n".
+_Id = Annotated[str, msgspec.Meta(pattern=f"^{REPORTABLE_ID.pattern}\\Z")]
+_Code = Annotated[int, msgspec.Meta(ge=int(min(ResultCode)), le=int(max(ResultCode)))]
 
 
 class JournalEntry(msgspec.Struct, frozen=True):
@@ -36,14 +48,28 @@ class JournalEntry(msgspec.Struct, frozen=True):
     """
 
     state: State
-    code: int | None = None
+    code: _Code | None = None
     text: str = ""
     seq: int = 0
 
 
 class _Document(msgspec.Struct):
     version: int = 1
-    updates: dict[str, JournalEntry] = msgspec.field(default_factory=dict)
+    updates: dict[_Id, JournalEntry] = msgspec.field(default_factory=dict)
+
+
+def _decode(data: bytes) -> _Document:
+    """The document in ``data``, checked as far as the App relies on it.
+
+    :raises ValueError: (msgspec's DecodeError is one) naming the problem.
+    """
+    if len(data) > _MAX_FILE:
+        raise ValueError(f"larger than {_MAX_FILE} bytes")
+    document = msgspec.json.decode(data, type=_Document)
+    for update_id, entry in document.updates.items():
+        if entry.state != "installing" and entry.code is None:
+            raise ValueError(f"the {entry.state} report for update {update_id!r} has no code")
+    return document
 
 
 class Journal:
@@ -82,10 +108,8 @@ class Journal:
         except FileNotFoundError:
             return
         try:
-            if len(data) > _MAX_FILE:
-                raise msgspec.DecodeError(f"larger than {_MAX_FILE} bytes")
-            document = msgspec.json.decode(data, type=_Document)
-        except msgspec.DecodeError as exc:
+            document = _decode(data)
+        except ValueError as exc:
             aside = f"{self.path}.corrupt"
             os.replace(self.path, aside)
             log.error("journal %s is unreadable (%s): moved to %s", self.path, exc, aside)
@@ -113,26 +137,25 @@ class Journal:
     async def mark_installing(self, update_id: str) -> None:
         """Record that an install starts."""
         await self._put(update_id, JournalEntry("installing"))
+        kill_point("swlm.journal.installing")
 
     async def record(self, update_id: str, code: int, text: str) -> None:
         """Record an install's result as a pending report."""
         await self._put(update_id, JournalEntry("pending", code, text))
-
-    async def resend(self, update_id: str) -> None:
-        """Make a recorded report pending again (a redelivered update)."""
-        entry = self._entries[update_id]
-        await self._put(update_id, JournalEntry("pending", entry.code, entry.text))
+        kill_point("swlm.journal.pending")
 
     async def mark_sent(self, update_id: str) -> None:
-        """Record that the daemon accepted the report."""
+        """Record that the daemon accepted the report: it is final, never sent again."""
         entry = self._entries.get(update_id)
         if entry is not None and entry.state == "pending":
             await self._put(update_id, msgspec.structs.replace(entry, state="sent"))
+            kill_point("swlm.journal.sent")
 
     async def forget(self, update_id: str) -> None:
         """Drop an entry (an install abandoned cleanly: a redelivery installs it again)."""
         if self._entries.pop(update_id, None) is not None:
             await self._persist()
+            kill_point("swlm.journal.forget")
 
     async def _put(self, update_id: str, entry: JournalEntry) -> None:
         self._seq += 1

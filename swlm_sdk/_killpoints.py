@@ -5,6 +5,23 @@ it passes the point ``name``: a power cut at an exact step, chosen by the test r
 sleeping. ``SOTA_KILL_TRACE=<file>`` appends the name of every point passed, one per line, so a
 test can first list the points of a run and then kill at each. Both are read once, at import;
 without them :func:`kill_point` is a single comparison.
+
+The SDK's points (``swlm_sdk.App``), in the order a normal install passes them:
+
+``swlm.journal.installing``
+    the journal says the install starts (on disk).
+``swlm.install.start``
+    right before the install handler is called.
+``swlm.install.done``
+    the handler returned (or raised); its result is not yet recorded.
+``swlm.journal.pending``
+    the result is on disk as a pending report (also for an interrupted install at start-up).
+``swlm.report.acknowledged``
+    the daemon answered ``UpdateReportSent``; the report is not yet recorded as sent.
+``swlm.journal.sent``
+    the report is on disk as sent: final, never sent again.
+``swlm.journal.forget``
+    an install abandoned at shutdown was dropped from the journal (on disk).
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ MUTANTS = [
     Mutant(
         "the daemon takes every unfinished update forward at start-up",
         "sota_client/_daemon.py",
-        "    await interpreter.recover()\n",
+        "    interpreter.recover()\n",
         "",
         ("tests/e2e/test_crash.py::test_a_kill_at_every_step_loses_nothing_and_reports_once",),
     ),

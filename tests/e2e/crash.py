@@ -261,8 +261,8 @@ class CrashRun:
             except subprocess.TimeoutExpired:
                 self.swlm.kill()
                 self.swlm.wait()
-        if self.daemon is not None and self.daemon.running():
-            self.daemon.stop()
+        if self.daemon is not None and self.daemon.proc is not None:
+            self.daemon.stop()  # also closes its notify socket when it has exited already
 
     # -- what is on disk -------------------------------------------------------------------
 

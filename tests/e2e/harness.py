@@ -30,6 +30,18 @@ def toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
+def auth_section(
+    url: str, workdir: Path, client_id: str = "device", client_secret: str = "secret"
+) -> dict[str, str]:
+    """An ``[auth]`` section for the simulator at ``url``, with its credentials file."""
+    return {
+        "server": url,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "credentials_file": str(workdir / "credentials.toml"),
+    }
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     lines = []
     for section, keys in sections.items():

@@ -25,7 +25,7 @@ from sota_client.sim import (
 )
 from swlm_sdk.protocol import UpdateRequestStatus
 
-from .harness import DEVICE, DaemonProcess, MakeDaemon
+from .harness import DEVICE, DaemonProcess, MakeDaemon, auth_section
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -150,12 +150,7 @@ async def test_a_token_endpoint_down_during_the_report_costs_one_report(
 def auth_daemon(make_daemon: MakeDaemon, sim: CoreSimulator, workdir: Path) -> DaemonProcess:
     return make_daemon(
         sim.url,
-        auth={
-            "server": sim.url,
-            "client_id": "device",
-            "client_secret": "secret",
-            "credentials_file": str(workdir / "credentials.toml"),
-        },
+        auth=auth_section(sim.url, workdir),
         device=file_manager(workdir),
     )
 

@@ -17,7 +17,7 @@ from sota_client.sim import AuthSettings, CoreSimulator, StatusFault
 from swlm_sdk import send_raw
 from swlm_sdk.protocol import ResultCode, UpdateReport
 
-from .harness import MakeDaemon
+from .harness import DEVICE, MakeDaemon, auth_section
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -121,12 +121,7 @@ async def test_a_token_the_auth_server_should_never_have_sent_is_survived(
         )
         daemon = make_daemon(
             sim.url,
-            auth={
-                "server": sim.url,
-                "client_id": "device",
-                "client_secret": "secret",
-                "credentials_file": str(workdir / "credentials.toml"),
-            },
+            auth=auth_section(sim.url, workdir),
         )
         await anyio.to_thread.run_sync(daemon.start)
         with anyio.fail_after(60):
@@ -137,3 +132,34 @@ async def test_a_token_the_auth_server_should_never_have_sent_is_survived(
         updates = [r for r in sim.requests if r.route == "updates"]
         assert all(r.headers["authorization"].isascii() for r in updates)
     assert "Traceback" not in daemon.log()
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
+async def test_twenty_thousand_updates_keep_memory_flat_and_commands_answered(
+    sim: CoreSimulator, make_daemon: MakeDaemon
+) -> None:
+    """A valid list of 20,000 once started 20,000 downloads at once: 40 -> 355 MB, ls in 10 s."""
+    sim.add_package("nano", "2.2.6", data=b"x" * 4096)
+    for _ in range(20_000):
+        sim.queue_update(DEVICE, "nano", "2.2.6")
+    daemon = make_daemon(sim.url, core={"polling_sec": 1})
+    await anyio.to_thread.run_sync(daemon.start)
+    assert daemon.proc is not None
+    with anyio.fail_after(120):
+        await sim.wait_for_async(
+            lambda: sum(1 for r in sim.requests if r.route == "download") >= 20
+        )
+    with anyio.fail_after(30):  # answered while the queue is worked through
+        assert await send_raw("ls", commands_socket=daemon.commands_socket) == (
+            b'{"variant":"FoundInstalledPackages","fields":[[]]}'
+        )
+    peak = peak_rss_mib(daemon.proc.pid)
+    assert peak < 150, f"peak RSS {peak:.0f} MiB"
+    assert daemon.log().count("Core lists 20000 updates; handling the first 1000") == 1
+    downloads = [r for r in sim.requests if r.route == "download"]
+    assert all(r.status is not None for r in downloads[:-1])  # one at a time, in turn

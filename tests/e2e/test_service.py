@@ -28,7 +28,7 @@ from swlm_sdk.protocol import (
     UpdateReportSent,
 )
 
-from .harness import DEVICE, MakeDaemon
+from .harness import DEVICE, MakeDaemon, auth_section
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -54,12 +54,7 @@ async def test_startup_with_auth_sends_packages_and_system_info(
     with CoreSimulator(auth=auth) as sim:
         daemon = make_daemon(
             sim.url,
-            auth={
-                "server": sim.url,
-                "client_id": "device-1",
-                "client_secret": "s3cret",
-                "credentials_file": str(workdir / "credentials.toml"),
-            },
+            auth=auth_section(sim.url, workdir, "device-1", "s3cret"),
             device={
                 "package_manager": f"file:{packages}",
                 "system_info": system_info_script(workdir),

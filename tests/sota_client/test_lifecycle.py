@@ -265,7 +265,7 @@ async def test_start_up_installs_an_image_downloaded_before_a_crash(
         assert isinstance(await d.execute(StartDownload(update_id)), DownloadComplete)
     manager = package_file(tmp_path)
     async with running_daemon(tmp_path, sim, package_manager=manager) as d:
-        await d.interpreter.recover()
+        d.interpreter.recover()
         await d.idle()
         assert d.journal.update_state(update_id) is UpdateState.REPORTED
         assert [type(e) for e in d.recorder.events[:2]] == [InstallingUpdate, InstallComplete]
@@ -282,7 +282,7 @@ async def test_start_up_runs_an_interrupted_install_again(
         d.journal.begin_install(update_id)  # then the power went
     manager = package_file(tmp_path)
     async with running_daemon(tmp_path, sim, package_manager=manager) as d:
-        await d.interpreter.recover()
+        d.interpreter.recover()
         await d.idle()
         assert d.journal.update_state(update_id) is UpdateState.REPORTED
         installed = await anyio.Path(manager.path).read_text()
@@ -305,7 +305,7 @@ async def test_start_up_resumes_a_download_from_its_checkpoint(
             update_id, 2 << 20, hashlib.sha256(big[: 2 << 20]).hexdigest()
         )
     async with running_daemon(tmp_path, sim, event_outbox=True) as d:
-        await d.interpreter.recover()
+        d.interpreter.recover()
         await d.idle()
         assert d.image(update_id).read_bytes() == big
         assert d.journal.update_state(update_id) is UpdateState.DOWNLOADED
@@ -323,11 +323,11 @@ async def test_start_up_hands_over_again_an_image_whose_event_is_gone(
         await d.execute(StartDownload(update_id))
     async with running_daemon(tmp_path, sim, event_outbox=True) as d:
         assert not d.journal.has_pending_event(update_id, "DownloadComplete")
-        await d.interpreter.recover()
+        d.interpreter.recover()
         await d.idle()
         assert d.journal.has_pending_event(update_id, "DownloadComplete")
         assert d.recorder.events == [DownloadComplete(update_id, str(d.image(update_id)), "")]
-        await d.interpreter.recover()  # already in the outbox: not again
+        d.interpreter.recover()  # already in the outbox: not again
         await d.idle()
         assert d.journal.pending_events() == 1
     assert route_count(sim, "download") == 1

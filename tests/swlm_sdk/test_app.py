@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+import swlm_sdk._app
 from swlm_sdk import (
     DownloadComplete,
     DownloadFailed,
@@ -24,7 +25,7 @@ from swlm_sdk import (
     SwlmError,
     UnknownEvent,
 )
-from swlm_sdk.app import App, Journal
+from swlm_sdk.app import App, Journal, JournalEntry
 from swlm_sdk.protocol import (
     Command,
     NotAuthenticated,
@@ -46,8 +47,7 @@ def make_app(fake: FakeDaemon, state: Path, **options: Any) -> App:
         state,
         commands_socket=fake.commands_socket,
         events_socket=fake.events_socket,
-        report_retry=FAST,
-        **options,
+        **{"report_retry": FAST, **options},
     )
 
 
@@ -61,6 +61,11 @@ def report(update_id: str, code: ResultCode, text: str = "") -> UpdateReport:
 
 def dc(update_id: str, image: str = "/img") -> DownloadComplete:
     return DownloadComplete(update_id, image)
+
+
+def levels(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """The level of each log record containing ``text``."""
+    return [r.levelname for r in caplog.records if text in r.getMessage()]
 
 
 async def test_sync_handler_ok_then_packages(fake_daemon: FakeDaemon, sock_dir: Path) -> None:
@@ -167,9 +172,16 @@ async def test_exceptions_do_not_stop_the_swlm(
     assert "install handler failed for update bad" in caplog.text
 
 
-async def test_redelivery_resends_the_report_without_installing(
-    fake_daemon: FakeDaemon, sock_dir: Path
+async def test_an_acknowledged_report_is_never_sent_again(
+    fake_daemon: FakeDaemon,
+    sock_dir: Path,
+    log_waiter: Callable[[str], LogWaiter],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    ignored = log_waiter(
+        "update u1 was already reported (UPGRADE_FAILED) and the daemon acknowledged it: "
+        "ignoring the redelivery"
+    )
     app = make_app(fake_daemon, sock_dir / "state")
     calls: list[str] = []
 
@@ -178,15 +190,138 @@ async def test_redelivery_resends_the_report_without_installing(
         calls.append(event.update_id)
         return ResultCode.UPGRADE_FAILED, "held back"
 
+    @app.installed_packages
+    def packages() -> list[tuple[str, str]]:
+        return [("p", str(len(calls)))]
+
     async with anyio.create_task_group() as group:
         await group.start(app.serve)
+        await fake_daemon.wait_for(SendInstalledPackages)  # at start-up
         await fake_daemon.deliver(dc("u1"))
-        await fake_daemon.wait_for(SendUpdateReport)
+        await fake_daemon.wait_for(SendInstalledPackages, count=2)  # after u1 is sent
         await fake_daemon.deliver(dc("u1"))
-        await fake_daemon.wait_for(SendUpdateReport, count=2)
+        await ignored.wait()
+        await fake_daemon.deliver(dc("u2"))  # later work still goes out, u1 does not
+        await fake_daemon.wait_for(SendInstalledPackages, count=3)
         app.stop()
-    assert calls == ["u1"]
-    assert fake_daemon.reports == [report("u1", ResultCode.UPGRADE_FAILED, "held back")] * 2
+    assert calls == ["u1", "u2"]
+    assert fake_daemon.reports == [
+        report("u1", ResultCode.UPGRADE_FAILED, "held back"),
+        report("u2", ResultCode.UPGRADE_FAILED, "held back"),
+    ]
+    assert {uid: e.state for uid, e in app.journal.entries().items()} == {
+        "u1": "sent",
+        "u2": "sent",
+    }
+    assert levels(caplog, ignored.text) == ["INFO"]
+
+
+async def test_a_pending_report_is_sent_once_more_at_start(
+    fake_daemon: FakeDaemon, sock_dir: Path, log_waiter: Callable[[str], LogWaiter]
+) -> None:
+    # What a kill after the daemon answered UpdateReportSent, before "sent" was saved, leaves.
+    state = sock_dir / "state"
+    journal = Journal(state)
+    await journal.open()
+    await journal.record("u1", ResultCode.OK, "done")
+    calls: list[str] = []
+
+    def install(event: DownloadComplete) -> None:
+        calls.append(event.update_id)
+
+    def packages() -> list[tuple[str, str]]:
+        return [("p", "1")]
+
+    first = make_app(fake_daemon, state)
+    first.on_download_complete(install)
+    first.installed_packages(packages)
+    ignored = log_waiter("update u1 was already reported (OK) and the daemon acknowledged it")
+    async with anyio.create_task_group() as group:
+        await group.start(first.serve)
+        await fake_daemon.wait_for(SendInstalledPackages)  # sent after the report was saved
+        assert fake_daemon.reports == [report("u1", ResultCode.OK, "done")]
+        reread = Journal(state)
+        await reread.open()
+        assert reread.get("u1") == JournalEntry("sent", ResultCode.OK, "done", seq=2)
+        await fake_daemon.deliver(dc("u1"))
+        await ignored.wait()
+        first.stop()
+
+    # Nothing more at the next start either: only the package list goes out.
+    second = make_app(fake_daemon, state)
+    second.on_download_complete(install)
+    second.installed_packages(packages)
+    async with anyio.create_task_group() as group:
+        await group.start(second.serve)
+        await fake_daemon.wait_for(SendInstalledPackages, count=2)
+        await fake_daemon.deliver(dc("u1"))
+        await fake_daemon.deliver(dc("u2"))
+        await fake_daemon.wait_for(SendUpdateReport, count=2)
+        second.stop()
+    assert calls == ["u2"]
+    assert fake_daemon.reports == [report("u1", ResultCode.OK, "done"), report("u2", ResultCode.OK)]
+
+
+async def test_a_redelivery_sends_a_pending_report_once_without_installing(
+    sock_dir: Path, log_waiter: Callable[[str], LogWaiter], caplog: pytest.LogCaptureFixture
+) -> None:
+    failed = log_waiter("report for update u1 not delivered")
+    pending = log_waiter(
+        "update u1 was handled already (INSTALL_FAILED) and its report is not acknowledged yet"
+    )
+    down = FakeDaemon(sock_dir / "daemon")  # not entered: it only delivers events
+    os.makedirs(down.directory)
+    # A backoff this long leaves the redelivery as the only thing that can send the report.
+    slow = Retry(attempts=None, initial_delay=3600, max_delay=3600)
+    app = make_app(down, sock_dir / "state", report_retry=slow)
+    calls: list[str] = []
+
+    @app.on_download_complete
+    def install(event: DownloadComplete) -> ResultCode:
+        calls.append(event.update_id)
+        return ResultCode.INSTALL_FAILED
+
+    async with anyio.create_task_group() as group:
+        await group.start(app.serve)
+        await down.deliver(dc("u1"))
+        await failed.wait()
+        async with FakeDaemon(down.directory) as up:  # the daemon is back and redelivers
+            await up.deliver(dc("u1"))
+            await pending.wait()
+            await up.wait_for(SendUpdateReport)
+            await up.deliver(dc("u1"))
+            await up.deliver(dc("u2"))
+            await up.wait_for(SendUpdateReport, count=2)
+            app.stop()
+    assert calls == ["u1", "u2"]
+    assert up.reports == [
+        report("u1", ResultCode.INSTALL_FAILED),
+        report("u2", ResultCode.INSTALL_FAILED),
+    ]
+    assert levels(caplog, pending.text) == ["INFO"]
+
+
+async def test_a_stop_right_after_the_acknowledgement_still_records_it(
+    fake_daemon: FakeDaemon, sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = sock_dir / "state"
+    app = make_app(fake_daemon, state)
+    app.on_download_complete(lambda event: None)
+    async with anyio.create_task_group() as group:
+
+        def point(name: str) -> None:
+            if name == "swlm.report.acknowledged":
+                group.cancel_scope.cancel()  # the caller gives up on the SWLM right there
+
+        monkeypatch.setattr(swlm_sdk._app, "kill_point", point)
+        await group.start(app.serve)
+        await fake_daemon.deliver(dc("u1"))
+        with anyio.fail_after(30):
+            await anyio.sleep_forever()  # until the point cancels
+    reread = Journal(state)
+    await reread.open()
+    assert reread.get("u1") == JournalEntry("sent", ResultCode.OK, "", seq=3)
+    assert fake_daemon.reports == [report("u1", ResultCode.OK)]
 
 
 async def test_undelivered_report_survives_a_restart(
@@ -214,7 +349,8 @@ async def test_undelivered_report_survives_a_restart(
     on_disk = json.loads((state / "swlm-journal.json").read_text())
     assert on_disk["updates"]["u1"]["state"] == "pending"
 
-    # The SWLM restarts with the daemon up: the report goes out at start-up, nothing reinstalls.
+    # The SWLM restarts with the daemon up: the report goes out at start-up, once; the daemon's
+    # redelivery of u1 (which may arrive before the acknowledgement is saved) sends nothing more.
     async with FakeDaemon(sock_dir / "up") as fake:
         second = make_app(fake, state)
         second.on_download_complete(install)
@@ -222,10 +358,11 @@ async def test_undelivered_report_survives_a_restart(
             await group.start(second.serve)
             await fake.wait_for(SendUpdateReport)
             await fake.deliver(dc("u1"))
+            await fake.deliver(dc("u2"))
             await fake.wait_for(SendUpdateReport, count=2)
             second.stop()
-    assert calls == ["u1"]
-    assert fake.reports == [report("u1", ResultCode.OK)] * 2
+    assert calls == ["u1", "u2"]
+    assert fake.reports == [report("u1", ResultCode.OK), report("u2", ResultCode.OK)]
     assert Journal(state).path == str(state / "swlm-journal.json")
 
 
@@ -278,30 +415,63 @@ async def test_strict_2016_daemon_gets_the_report_without_text(sock_dir: Path) -
     assert fake.requests == [b"SendUpdateReport u1 4 dpkg said no", b"SendUpdateReport u1 4"]
 
 
-async def test_one_install_at_a_time_by_default(fake_daemon: FakeDaemon, sock_dir: Path) -> None:
-    app = make_app(fake_daemon, sock_dir / "state")
-    running: list[str] = []
-    overlap: list[int] = []
+async def first_of(*events: anyio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    async with anyio.create_task_group() as group:
+        for event in events:
+
+            async def wait(event: anyio.Event = event) -> None:
+                await event.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(wait)
+
+
+@pytest.mark.parametrize("concurrency", [None, 2])
+async def test_installs_beyond_the_concurrency_wait(
+    fake_daemon: FakeDaemon,
+    sock_dir: Path,
+    log_waiter: Callable[[str], LogWaiter],
+    concurrency: int | None,
+) -> None:
+    # The default (None) is one install at a time: the second one waits for the first.
+    limit = concurrency or 1
+    options = {} if concurrency is None else {"concurrency": concurrency}
+    app = make_app(fake_daemon, sock_dir / "state", **options)
+    extra = f"u{limit}"
+    waits = log_waiter(f"DownloadComplete for update {extra!r} waits: {limit} handler(s) running")
+    running: set[str] = set()
+    most: list[int] = []
+    all_started = anyio.Event()
+    too_many = anyio.Event()
     release = anyio.Event()
-    started = anyio.Event()
 
     @app.on_download_complete
     async def install(event: DownloadComplete) -> None:
-        running.append(event.update_id)
-        overlap.append(len(running))
-        started.set()
+        running.add(event.update_id)
+        most.append(len(running))
+        if len(running) == limit:
+            all_started.set()
+        if len(running) > limit:
+            too_many.set()
         await release.wait()
-        running.remove(event.update_id)
+        running.discard(event.update_id)
 
     async with anyio.create_task_group() as group:
         await group.start(app.serve)
-        await fake_daemon.deliver(dc("u1"))
-        await fake_daemon.deliver(dc("u2"))
-        await started.wait()
-        release.set()
-        await fake_daemon.wait_for(SendUpdateReport, count=2)
+        with anyio.fail_after(30):
+            for i in range(limit):
+                await fake_daemon.deliver(dc(f"u{i}"))
+            await all_started.wait()  # the first `limit` run at once
+            await fake_daemon.deliver(dc(extra))
+            # The App holds the extra update back; with more room it would start it instead.
+            await first_of(waits.seen, too_many)
+            assert not too_many.is_set(), f"{max(most)} installs ran at once"
+            release.set()
+            await fake_daemon.wait_for(SendUpdateReport, count=limit + 1)
         app.stop()
-    assert overlap == [1, 1]
+    assert max(most) == limit
+    assert fake_daemon.reports[-1].update_id == extra
 
 
 async def test_configurable_concurrency(fake_daemon: FakeDaemon, sock_dir: Path) -> None:
@@ -380,15 +550,18 @@ async def test_interrupted_install_is_reported_at_start(
     await journal.open()
     await journal.mark_installing("u7")  # what a crash in the middle of an install leaves
     app = make_app(fake_daemon, state)
-    app.on_download_complete(lambda event: pytest.fail("must not install again"))
+    calls: list[str] = []
+    app.on_download_complete(lambda event: calls.append(event.update_id))
     async with anyio.create_task_group() as group:
         await group.start(app.serve)
         await fake_daemon.wait_for(SendUpdateReport)
         await fake_daemon.deliver(dc("u7"))
+        await fake_daemon.deliver(dc("u8"))
         await fake_daemon.wait_for(SendUpdateReport, count=2)
         app.stop()
+    assert calls == ["u8"]
     [first, second] = fake_daemon.reports
-    assert first == second
+    assert second == report("u8", ResultCode.OK)
     assert first.operation_results == (
         OperationResult(
             "u7",
