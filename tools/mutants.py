@@ -186,7 +186,9 @@ MUTANTS = [
         "sota_client/_daemon.py",
         "    interpreter.recover()\n",
         "",
-        ("tests/e2e/test_crash.py::test_a_kill_at_every_step_loses_nothing_and_reports_once",),
+        (
+            "tests/e2e/test_service.py::test_a_restart_finishes_what_a_kill_left_even_without_polling",
+        ),
     ),
     # -- the events outbox ---------------------------------------------------------------------
     Mutant(

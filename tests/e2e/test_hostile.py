@@ -159,6 +159,7 @@ async def test_twenty_thousand_updates_keep_memory_flat_and_commands_answered(
             b'{"variant":"FoundInstalledPackages","fields":[[]]}'
         )
     peak = peak_rss_mib(daemon.proc.pid)
+    print(f"20,000 updates listed: peak RSS {peak:.0f} MiB")  # docs/reliability.md
     assert peak < 150, f"peak RSS {peak:.0f} MiB"
     assert daemon.log().count("Core lists 20000 updates; handling the first 1000") == 1
     downloads = [r for r in sim.requests if r.route == "download"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -18,6 +19,7 @@ from swlm_sdk import (
     DownloadComplete,
     EventListener,
     Package,
+    TransportError,
     send_command,
     send_raw,
     send_update_report,
@@ -221,6 +223,31 @@ def test_the_daemon_raises_its_open_file_limit_for_many_peers(
     (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
     soft, hard = line.split()[3:5]
     assert int(soft) == min(int(hard), 65536) > 1024
+
+
+@pytest.mark.parametrize(
+    "point", ["journal.finish_download", "journal.begin_install", "install.done"]
+)
+async def test_a_restart_finishes_what_a_kill_left_even_without_polling(
+    sim: CoreSimulator, workdir: Path, make_daemon: MakeDaemon, point: str
+) -> None:
+    """Core is not asked again (polling off): start-up itself takes the update forward."""
+    sim.add_package("nano", "2.2.6", data=b"an update image")
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    daemon = make_daemon(
+        sim.url,
+        core={"polling": False},
+        device={"package_manager": f"file:{workdir / 'installed.txt'}"},
+    )
+    await anyio.to_thread.run_sync(lambda: daemon.start(env={"SOTA_KILL_AT": point}))
+    with contextlib.suppress(TransportError):  # the daemon dies before or after it answers
+        await send_raw(f"dl {update_id}", commands_socket=daemon.commands_socket)
+    assert await anyio.to_thread.run_sync(lambda: daemon.wait_exit(60)) == -signal.SIGKILL
+    await anyio.to_thread.run_sync(daemon.start)
+    with anyio.fail_after(60):
+        await sim.wait_for_async(lambda: sim.reports(DEVICE))
+    assert [r.status for r in sim.reports(DEVICE)] == [204]
+    assert [r.route for r in sim.requests].count("updates") == 0  # never polled
 
 
 async def test_sigterm_and_shutdown_stop_cleanly(

@@ -78,8 +78,8 @@ class GatedBackend(CoreBackend):
 
 
 class GatedManager(FilePackageManager):
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, *, succeeds: bool = True) -> None:
+        super().__init__(path, succeeds=succeeds)
         self.gate = anyio.Event()
         self.started = anyio.Event()
         self.installs: list[str] = []
@@ -231,11 +231,13 @@ async def test_an_install_waits_for_the_download_of_the_same_update(
     assert isinstance(results["install"], InstallComplete)
 
 
+@pytest.mark.parametrize("succeeds", [True, False], ids=["ok", "failed"])
 async def test_a_poll_during_an_install_does_not_install_it_again(
-    tmp_path: Path, sim: CoreSimulator
+    tmp_path: Path, sim: CoreSimulator, succeeds: bool
 ) -> None:
+    """A failed install keeps its image, so a second install would run (and report) again."""
     update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
-    manager = GatedManager(str(tmp_path / "installed.txt"))
+    manager = GatedManager(str(tmp_path / "installed.txt"), succeeds=succeeds)
     async with running_daemon(tmp_path, sim, package_manager=manager) as d:
         d.interpreter.submit(StartDownload(update_id))  # then the install follows
         with anyio.fail_after(20):
