@@ -475,14 +475,6 @@ class Journal:
             (_id(update_id), state.value, size, sha256, error, now, now, size),
         )
 
-    def downloads_in_progress(self) -> list[str]:
-        """The update ids whose download had started and not ended, oldest first."""
-        rows = self._query(
-            "SELECT update_id FROM downloads WHERE state = 'downloading'"
-            " ORDER BY started_at, update_id"
-        )
-        return [row[0] for row in rows]
-
     def download(self, update_id: str) -> DownloadRecord | None:
         """Everything known about the download of ``update_id``, or None."""
         rows = self._query(
@@ -503,12 +495,6 @@ class Journal:
             started_at=started_at,
             updated_at=updated_at,
         )
-
-    def forget_download(self, update_id: str) -> None:
-        """Drop the record of ``update_id``'s download (its file is gone)."""
-        self._execute("forget_download", "DELETE FROM downloads WHERE update_id = ?", (update_id,))
-
-    # -- installs by the daemon's package manager -------------------------------------------
 
     def begin_install(self, update_id: str) -> None:
         """The package manager starts installing ``update_id``: ``INSTALLING``."""
@@ -573,13 +559,6 @@ class Journal:
                 break
             events.append(event)
         return events
-
-    def next_event_due(self) -> float | None:
-        """When the oldest undelivered event may be tried again, or None if there is none."""
-        rows = self._query(
-            "SELECT next_attempt_at FROM outbox WHERE set_aside IS NULL ORDER BY id LIMIT 1"
-        )
-        return float(rows[0][0]) if rows else None
 
     def pending_events(self) -> int:
         """How many events wait for delivery (not counting those set aside)."""
