@@ -45,6 +45,8 @@ __all__ = [
     "Progress",
     "StreamedResponse",
     "download_update",
+    "image_is_intact",
+    "remove_partial",
 ]
 
 logger = logging.getLogger(__name__)
@@ -595,6 +597,38 @@ def _not_ours(info: os.stat_result) -> str | None:
     if info.st_uid != os.geteuid():
         return f"it is owned by uid {info.st_uid}, not by the daemon's uid {os.geteuid()}"
     return None
+
+
+def image_is_intact(path: str, size: int, sha256: str) -> bool:
+    """Whether ``path`` is still a regular file of ``size`` bytes with this SHA-256 (blocking).
+
+    For a complete image handed over again: it must be exactly what was downloaded.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            return False
+        have, digest = _hash_prefix(fd, size)
+        return have == size and digest.hexdigest() == sha256
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_partial(final: str) -> None:
+    """Remove the ``.part`` of the image at ``final``: its update is over, nothing resumes it."""
+    part = final + PART_SUFFIX
+    try:
+        os.unlink(part)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("Could not remove %s: %s", part, exc)
 
 
 def _hash_prefix(fd: int, size: int) -> tuple[int, hashlib._Hash]:

@@ -11,10 +11,8 @@ when the daemon is idle.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -67,9 +65,14 @@ from swlm_sdk.protocol import (
 
 from . import _systemd
 from ._activity import Activity
-from ._download import DEFAULT_MAX_DOWNLOAD_SIZE, Checkpoint
+from ._download import (
+    DEFAULT_MAX_DOWNLOAD_SIZE,
+    Checkpoint,
+    image_is_intact,
+    remove_partial,
+)
 from ._errors import AuthError, DownloadError, SotaError
-from ._ids import PART_SUFFIX, check_update_id, id_problem, shown_id
+from ._ids import check_update_id, id_problem, shown_id
 from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
 from ._reports import ReportSender, encode_report
 from ._store import DownloadState, Journal, UpdateState
@@ -484,7 +487,7 @@ class Interpreter:
             except AuthError:
                 raise
             except DownloadError as exc:
-                _remove(image + PART_SUFFIX)  # over for good: nothing will resume it
+                remove_partial(image)  # over for good: nothing will resume it
                 failed = DownloadFailed(update_id, str(exc))
                 report = UpdateReport.single(update_id, ResultCode.GENERAL_ERROR, str(exc))
                 journal.fail_download(
@@ -507,9 +510,13 @@ class Interpreter:
         record = self._s.journal.download(update_id)
         if record is None or record.state is not DownloadState.COMPLETE or record.sha256 is None:
             return None
-        digest = await anyio.to_thread.run_sync(_file_sha256, image, record.size)
-        if digest != record.sha256:
-            logger.info("The image of update %s is gone or changed; downloading it again", image)
+        intact = await anyio.to_thread.run_sync(image_is_intact, image, record.size, record.sha256)
+        if not intact:
+            logger.info(
+                "The image of update %s (%s) is gone or changed; downloading it again",
+                update_id,
+                image,
+            )
             return None
         complete = DownloadComplete(update_id, image, "")
         self._s.journal.finish_download(
@@ -631,33 +638,6 @@ def _describe(command: Command) -> str:
 
 def _image_path(packages_dir: str, update_id: str) -> str:
     return os.path.join(packages_dir, update_id)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        logger.warning("couldn't remove %s: %s", path, exc)
-
-
-def _file_sha256(path: str, size: int) -> str | None:
-    """SHA-256 of the regular file at ``path`` if it has ``size`` bytes, else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
-            return None
-        digest = hashlib.sha256()
-        while block := os.read(fd, 1 << 20):
-            digest.update(block)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
 
 
 class _ProgressLog:

@@ -168,6 +168,13 @@ MUTANTS = [
         ("tests/sota_client/test_lifecycle.py",),
     ),
     Mutant(
+        "an image is handed over again only if its SHA-256 still matches",
+        "sota_client/_download.py",
+        "        return have == size and digest.hexdigest() == sha256",
+        "        return have == size",
+        ("tests/sota_client/test_lifecycle.py",),
+    ),
+    Mutant(
         "an interrupted install runs again",
         "sota_client/_interpreter.py",
         "                await self._run(StartInstall(update_id))\n            case UpdateState.R",
@@ -177,7 +184,7 @@ MUTANTS = [
     Mutant(
         "a download over for good leaves no partial file",
         "sota_client/_interpreter.py",
-        "                _remove(image + PART_SUFFIX)  # over for good: nothing will resume it",
+        "                remove_partial(image)  # over for good: nothing will resume it",
         "                pass",
         ("tests/sota_client/test_lifecycle.py",),
     ),

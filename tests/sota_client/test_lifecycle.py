@@ -347,7 +347,10 @@ async def test_start_download_of_a_complete_image_hands_it_over_without_download
         d.image(update_id).write_bytes(b"changed on disk")  # no longer what was downloaded
         assert await d.execute(StartDownload(update_id)) == first
         assert d.image(update_id).read_bytes() == IMAGE
-    assert route_count(sim, "download") == 2
+        d.image(update_id).write_bytes(IMAGE[::-1])  # the same size, other bytes
+        assert await d.execute(StartDownload(update_id)) == first
+        assert d.image(update_id).read_bytes() == IMAGE
+    assert route_count(sim, "download") == 3
 
 
 async def test_a_download_too_large_is_a_failure_reported_once(
