@@ -122,7 +122,8 @@ async def test_max_concurrent_downloads_at_a_time(tmp_path: Path, sim: CoreSimul
         await d.execute(GetUpdateRequests())
         for _ in range(5):
             await anyio.wait_all_tasks_blocked()
-        assert d.backend.started == ids[:2]
+        # the first two in the queue hold the two turns; trio may start them in either order
+        assert sorted(d.backend.started) == sorted(ids[:2])
         d.backend.gate.set()
         await d.idle()
     assert d.backend.most == 2
