@@ -60,6 +60,24 @@ def wait_until(what: str, condition: Callable[[], bool], process: subprocess.Pop
         time.sleep(0.05)
 
 
+def keep_reading(notify: socket.socket) -> tuple[threading.Event, threading.Thread]:
+    """Read ``NOTIFY_SOCKET`` as systemd does, until it is shut down; the event is ``READY=1``.
+
+    A receiver that stops reading fills the socket's queue, and the daemon then drops its
+    status updates with a warning.
+    """
+    ready = threading.Event()
+
+    def read() -> None:
+        while message := notify.recv(4096):  # b"" once shut down
+            if b"READY=1" in message.split(b"\n"):
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return ready, reader
+
+
 def daemon_line(line: str) -> bool:
     """The daemon's story, without the HTTP chatter."""
     return (
@@ -163,6 +181,7 @@ socket_events_path = "{work}/events.socket"
         # The daemon, with systemd's readiness protocol.
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(work / "notify"))
+        ready, reader = keep_reading(notify)
         env = {**os.environ, "NOTIFY_SOCKET": str(work / "notify"), "RUST_LOG": "info"}
         daemon = subprocess.Popen(
             [python, "-m", "sota_client", "--config", str(config)],
@@ -172,9 +191,7 @@ socket_events_path = "{work}/events.socket"
         children.append(daemon)
         assert daemon.stderr is not None
         echo("daemon", daemon.stderr, daemon_line)
-        notify.settimeout(STEP_TIMEOUT)
-        while b"READY=1" not in notify.recv(4096).split(b"\n"):
-            pass
+        wait_until("READY=1 from the daemon", ready.is_set, daemon)
         say("daemon", "sota_client is ready (sd_notify READY=1)")
 
         request_id = core.queue_update(DEVICE, "ecu-main", "1.1.0")
@@ -195,6 +212,8 @@ socket_events_path = "{work}/events.socket"
         for name, child in (("daemon", daemon), ("swlm", swlm)):
             child.send_signal(signal.SIGTERM)
             say(name, f"stopped with exit status {child.wait(30)}")
+        notify.shutdown(socket.SHUT_RDWR)  # the reader reads what is left, then ends
+        reader.join()
         notify.close()
         ok = (
             flashed

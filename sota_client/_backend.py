@@ -463,7 +463,7 @@ class CoreBackend:
         """Send a request and follow redirects (without Authorization); yield the final response."""
         request_headers = dict(headers)
         for _hop in range(MAX_REDIRECTS + 1):
-            logger.info("%s %s", method, _show(url))
+            logger.debug("%s %s", method, _show(url))
             try:
                 request = self._client.build_request(
                     method, url, headers=request_headers, content=content
@@ -478,7 +478,7 @@ class CoreBackend:
                 raise _transport_error(method, url, exc) from exc
             try:
                 reason = reason_phrase(response.status_code, response.reason_phrase)
-                logger.info("Response status: %d %s", response.status_code, reason)
+                logger.debug("Response status: %d %s", response.status_code, reason)
                 if response.status_code not in _REDIRECTS:
                     yield _Response(response, method, url)
                     return

@@ -37,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The 2016 flags: ``-h -v -p -c`` and one ``--<section>-<key> VALUE`` per config key."""
     parser = argparse.ArgumentParser(
         prog="sota_client",
-        usage="%(prog)s [options]",
+        usage="%(prog)s [options]\n       %(prog)s status [--config PATH] [--json]",
         description="SOTA client daemon, a drop-in replacement for the 2016 GENIVI sota_client.",
-        epilog="Config lookup: --config PATH, else $SOTA_CONFIG, else the built-in defaults. "
+        epilog="'sota_client status' shows what the journal says about every update "
+        "(see 'sota_client status --help'). "
+        "Config lookup: --config PATH, else $SOTA_CONFIG, else the built-in defaults. "
         "Logging goes to stderr; set the level with SOTA_LOG or RUST_LOG "
         "(error, warn, info, debug, trace; default info).",
         add_help=False,
@@ -70,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 after ``--help``, ``--version`` or ``--print``; 1 for a configuration error (one line on
     stderr); 2 for a usage error. Otherwise it runs the daemon and returns its status.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["status"]:
+        return _status_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors end here
@@ -92,6 +97,58 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sota_client: {message}", file=sys.stderr)
             return 1
     return _run_daemon(config)
+
+
+def _status_main(argv: Sequence[str]) -> int:
+    """``sota_client status [--config PATH] [--json]``: the journal's view of every update.
+
+    0 when the journal was read; 1 when the config or the journal cannot be read.
+    """
+    parser = argparse.ArgumentParser(
+        prog="sota_client status",
+        description="Show what the daemon's journal says about every update: its state, who "
+        "holds it and since when, and the events and reports still waiting. Read-only; safe "
+        "while the daemon runs.",
+        epilog="Config lookup as for the daemon: --config PATH, else $SOTA_CONFIG, else the "
+        "built-in defaults; the journal is <device.state_dir>/sota.db.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("-c", "--config", metavar="PATH", help="the daemon's config file")
+    parser.add_argument("--json", action="store_true", help="print JSON for programs")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    environ = dict(os.environ)
+    environ.setdefault("SOTA_LOG", "warn")  # the report is the output, not the loading
+    _configure_logging(environ)
+    try:
+        config = load_config(
+            args.config or os.environ.get("SOTA_CONFIG") or None, quiet=True, credentials=False
+        )
+    except ConfigError as exc:
+        print(f"sota_client status: {exc}", file=sys.stderr)
+        return 1
+    from sota_client._status import format_status, read_status
+    from sota_client._store import Journal, JournalError
+
+    path = os.path.join(config.device.state_dir, "sota.db")
+    try:
+        with Journal.open_read_only(path) as journal:
+            status = read_status(journal)
+    except JournalError as exc:
+        print(
+            f"sota_client status: {exc} (device.state_dir = {config.device.state_dir})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        import msgspec
+
+        sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
+    else:
+        sys.stdout.write(format_status(status))
+    return 0
 
 
 def _overrides(flags: Mapping[str, Any]) -> dict[tuple[str, str], Any]:

@@ -29,6 +29,7 @@ from ._errors import SotaError
 from ._interpreter import Interpreter, Services
 from ._packages_dir import prepare_packages_dir
 from ._poller import Poller
+from ._report_timeout import ReportTimeout
 from ._reports import ReportSender
 from ._store import Journal
 from ._supervisor import supervise
@@ -42,6 +43,8 @@ __all__ = ["run"]
 logger = logging.getLogger(__name__)
 
 _UNSUPPORTED_GATEWAYS = ("dbus", "http", "rvi", "websocket")
+#: Gateways through which an SWLM (or a person, on the console) can take a downloaded update.
+_SWLM_GATEWAYS = ("socket", "console")
 
 
 def run(config: Config) -> int:
@@ -74,6 +77,7 @@ async def _main(config: Config) -> None:
                 "[gateway] %s = true: this gateway is not available in this version; ignored",
                 name,
             )
+    _warn_if_nothing_installs(config)
     prepare_packages_dir(config.device.packages_dir)
     journal = Journal.open(os.path.join(config.device.state_dir, "sota.db"))
     try:
@@ -82,7 +86,21 @@ async def _main(config: Config) -> None:
     finally:
         journal.close()
         _systemd.notify("STOPPING=1")
-        logger.info("Stopped")
+    logger.info("Stopped")  # not after a failure: the error is the last word
+
+
+def _warn_if_nothing_installs(config: Config) -> None:
+    """Say at start-up, in plain words, when downloaded updates can go nowhere."""
+    if config.device.package_manager.kind != "off":
+        return
+    if any(getattr(config.gateway, name) for name in _SWLM_GATEWAYS):
+        return
+    logger.warning(
+        'Nothing can install updates: device.package_manager is "off" (an external SWLM '
+        "installs them), but no gateway that reaches an SWLM is on. Updates will be "
+        "downloaded and then wait. Turn on [gateway] socket = true for an SWLM, or set "
+        "device.package_manager to deb or rpm"
+    )
 
 
 def _backend(config: Config) -> CoreBackend:
@@ -145,6 +163,9 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
     _systemd.notify("READY=1", "STATUS=Starting: authenticating with Core")
 
     tg.start_soon(supervise, "report", functools.partial(reports.run, interpreter.publish))
+    if config.device.report_timeout:
+        timeout = ReportTimeout(journal, config.device.report_timeout, queued=reports.wake)
+        tg.start_soon(supervise, "report timeout", timeout.run)
     await interpreter.execute(Authenticate())
     interpreter.recover()
     if config.core.polling:

@@ -34,6 +34,7 @@ from ._errors import (
     DownloadErrorKind,
     TransportError,
     error_for_status,
+    one_line,
 )
 from ._ids import PART_SUFFIX, check_update_id
 
@@ -179,7 +180,7 @@ async def download_update(
         raise
     finally:
         await _shielded(job.close)
-    logger.info("Download of update %s complete: %d bytes", update_id, result.size)
+    logger.debug("Download of update %s complete: %d bytes", update_id, result.size)
     return result
 
 
@@ -209,11 +210,16 @@ async def _attempts(job: _Job, fetch: Fetch, retries: int, backoff: Backoff) -> 
                 )
             raise _wrap(error, job) from error
         if error is not None:
-            logger.warning(
-                "Download of update %s interrupted at %d bytes (%s); trying again",
+            logger.log(
+                logging.WARNING if failures == 1 else logging.INFO,
+                "Download of update %s interrupted at %d bytes (%s); trying again in %g s "
+                "(attempt %d of %d)",
                 job.update_id,
                 job.file.size,
-                error,
+                one_line(str(error)),
+                backoff.delay(failures),
+                failures + 1,
+                retries + 1,
             )
             await backoff.wait(failures)
 

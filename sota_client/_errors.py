@@ -42,6 +42,7 @@ __all__ = [
     "TransportError",
     "error_for_status",
     "io_error_text",
+    "one_line",
 ]
 
 
@@ -223,6 +224,15 @@ def error_for_status(status: int, reason: str, body: bytes = b"") -> BackendErro
     if status in (401, 403):
         return AuthError(status, reason, body)
     return HttpStatusError(status, reason, body)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` for a log line: line breaks and runs of blanks become one space, and more than
+    ``limit`` characters are cut with an ellipsis (server bodies can be pages of HTML)."""
+    flat = " ".join(text.split())
+    if not flat.isprintable():  # a terminal escape from a server must not reach the terminal
+        flat = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def io_error_text(exc: OSError) -> str:

@@ -71,7 +71,7 @@ from ._download import (
     image_is_intact,
     remove_partial,
 )
-from ._errors import AuthError, DownloadError, SotaError
+from ._errors import AuthError, DownloadError, SotaError, one_line
 from ._ids import check_update_id, id_problem, shown_id
 from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
 from ._reports import ReportSender, encode_report
@@ -189,22 +189,28 @@ class Interpreter:
         self._install_lock = anyio.Lock()
         self._downloads: dict[str, _SharedDownload] = {}
         self._installing: set[str] = set()
+        #: The package Core named for an update whose first download starts now.
+        self._packages: dict[str, Package] = {}
         self._turns = Turns(services.max_concurrent_downloads)
         self._announced_auth = False
         self._authenticating: anyio.Event | None = None
         self._auth_retry_scheduled = False
         self._warned: set[str] = set()  # "once" warnings already given, by key
         self._over_cap = False
+        self._failing: dict[str, str] = {}  # command name -> its last failure, as logged
+        self._listed: list[tuple[str, str]] = []  # Core's last update list, as logged
 
     # -- running commands -------------------------------------------------------------------
 
-    async def execute(self, command: Command) -> Event | None:
+    async def execute(self, command: Command, *, quiet: bool = False) -> Event | None:
         """Run one command to its end and return its final event (None for ``Shutdown``).
 
-        The final event is also published, and its follow-ups are scheduled.
+        The final event is also published, and its follow-ups are scheduled. A command that
+        fails is logged at WARN, once until it works again, unless ``quiet`` (the caller logs
+        it, as the poller does with its backoff).
         """
         with self.activity.working():
-            return await self._run(command)
+            return await self._run(command, quiet=quiet)
 
     def submit(self, step: Step) -> None:
         """Schedule follow-up work; it counts as activity from now until it ends.
@@ -249,8 +255,10 @@ class Interpreter:
                 self._turns.cancel(ticket)
             self.activity.end()
 
-    async def _run(self, command: Command, *, ticket: int | None = None) -> Event | None:
-        logger.info("Running command: %s", _describe(command))
+    async def _run(
+        self, command: Command, *, ticket: int | None = None, quiet: bool = False
+    ) -> Event | None:
+        logger.debug("Running command: %s", _describe(command))
         try:
             event = await self._dispatch(command, ticket)
         except AuthError as exc:
@@ -261,15 +269,28 @@ class Interpreter:
         except Exception as exc:  # a bug must not kill the daemon (2016 bug 29)
             logger.exception("Command %s failed unexpectedly", command)
             event = ErrorEvent(f"Internal error: {exc}")
+        if not quiet:
+            self._log_outcome(command, event.event if isinstance(event, _Echo) else event)
         if isinstance(event, _Echo):
             return event.event
         if event is not None:
             await self.publish(event)
         return event
 
+    def _log_outcome(self, command: Command, event: Event | None) -> None:
+        """An ``Error`` at WARN, one line; the same failure again at DEBUG until it works."""
+        key = command.name
+        if not isinstance(event, ErrorEvent):
+            self._failing.pop(key, None)
+            return
+        text = one_line(event.text)
+        level = logging.DEBUG if self._failing.get(key) == text else logging.WARNING
+        self._failing[key] = text
+        logger.log(level, "%s failed: %s", _describe(command, 100), text)
+
     async def publish(self, event: Event) -> None:
         """Hand an event to every gateway, then schedule what it causes."""
-        logger.info("Event: %s", encode_event(event).decode())
+        logger.debug("Event: %s", encode_event(event).decode())
         for subscriber in self._s.subscribers:
             try:
                 await subscriber(event)
@@ -283,7 +304,7 @@ class Interpreter:
             # The backend waits (backoff) before each token request after a failure, so this
             # chain is never the 2016 tight re-authentication loop (bug 26).
             self._auth_retry_scheduled = True
-            logger.info("Authenticating again")
+            logger.debug("Authenticating again")
         for step in follow_ups(
             event,
             package_manager=self._s.package_manager is not None,
@@ -310,6 +331,7 @@ class Interpreter:
         match command:
             case GetUpdateRequests():
                 requests = self._admissible(await backend.get_update_requests())
+                self._log_update_list(requests)
                 if not requests:
                     return NoUpdateRequests()
                 return UpdatesReceived(tuple(requests))
@@ -319,11 +341,14 @@ class Interpreter:
                 return FoundSystemInfo(await self._system_info())
             case SendInstalledPackages(packages=packages):
                 await backend.send_installed_packages(packages)
+                logger.info("Sent the list of %d installed packages to Core", len(packages))
                 return InstalledPackagesSent()
             case SendInstalledSoftware():
                 return InstalledSoftwareSent()  # RVI only; nothing to do over HTTP (2016)
             case SendSystemInfo():
-                await backend.send_system_info(await self._system_info())
+                info = await self._system_info()
+                await backend.send_system_info(info)
+                logger.info("Sent the system information to Core (%d characters)", len(info))
                 return SystemInfoSent()
             case SendUpdateReport(report=report):
                 return await self._s.reports.send(report)
@@ -356,6 +381,22 @@ class Interpreter:
             return usable[:MAX_UPDATES_PER_POLL]
         self._over_cap = False
         return usable
+
+    def _log_update_list(self, requests: Sequence[UpdateRequest]) -> None:
+        """One INFO line when Core's list of updates changes; DEBUG while it stays the same."""
+        listed = [(r.request_id, r.status.value) for r in requests]
+        level = logging.DEBUG if listed == self._listed else logging.INFO
+        self._listed = listed
+        if not requests:
+            logger.log(level, "Core lists no updates")
+            return
+        shown = ", ".join(
+            f"{r.request_id} ({r.package_id.name} {r.package_id.version}, {r.status.value})"
+            for r in requests[:3]
+        )
+        more = f", and {len(requests) - 3} more" if len(requests) > 3 else ""
+        count = f"{len(requests)} update" + ("s" if len(requests) > 1 else "")
+        logger.log(level, "Core lists %s: %s%s", count, one_line(shown, 600), more)
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key in self._warned:
@@ -466,6 +507,8 @@ class Interpreter:
             if again is not None:
                 return again
             journal.begin_download(update_id, image)
+            if (package := self._packages.get(update_id)) is not None:
+                self._name_package(update_id, package, None)
             record = journal.download(update_id)
             resume = None
             if record is not None and record.size and record.sha256:
@@ -479,7 +522,7 @@ class Interpreter:
                 result = await self._s.backend.download(
                     update_id,
                     self._s.packages_dir,
-                    progress=_ProgressLog(update_id),
+                    progress=_ProgressLog(update_id, journal),
                     max_size=self._s.max_download_size,
                     resume=resume,
                     checkpoint=checkpoint,
@@ -543,14 +586,23 @@ class Interpreter:
         path = _image_path(self._s.packages_dir, update_id)
         if not await anyio.Path(path).is_file():
             raise SotaError(f"Package error: no downloaded image for update {update_id}")
-        self._s.journal.begin_install(update_id)
+        kind = getattr(manager, "kind", "")
+        self._s.journal.begin_install(update_id, holder=f"the package manager {kind}".rstrip())
+        logger.info("Installing update %s from %s", update_id, path)
         await self.publish(InstallingUpdate(update_id))
         outcome = await manager.install(path)
         kill_point("install.done")  # installed, and the journal does not know yet
         report = UpdateReport.single(update_id, outcome.code, outcome.text)
         self._s.journal.finish_install(update_id, encode_report(report))
         if not outcome.ok:
+            logger.warning(
+                "The install of update %s failed: %s %s",
+                update_id,
+                outcome.code.name,
+                one_line(outcome.text),
+            )
             return InstallFailed(report)
+        logger.info("Installed update %s", update_id)
         try:
             os.unlink(path)
         except OSError as exc:
@@ -563,7 +615,10 @@ class Interpreter:
         if self._busy(update_id):
             return
         check_update_id(update_id)
-        state = self._s.journal.update_state(update_id)
+        record = self._s.journal.update(update_id)
+        state = None if record is None else record.state
+        if request is not None and record is not None:
+            self._name_package(update_id, request.package_id, record.package)
         match state:
             case None:
                 if request is not None:
@@ -596,6 +651,13 @@ class Interpreter:
             case _:
                 return  # delivered (the SWLM reports) or report pending (the report sender)
 
+    def _name_package(
+        self, update_id: str, package: Package, known: tuple[str, str] | None
+    ) -> None:
+        """Remember the package Core names for an update, once (for ``sota_client status``)."""
+        if known != (package.name, package.version):
+            self._s.journal.name_package(update_id, package.name, package.version)
+
     async def _resolve_unknown(self, request: UpdateRequest, ticket: int | None) -> None:
         """An update the journal does not know: the 2016 rules.
 
@@ -614,7 +676,11 @@ class Interpreter:
                 report = UpdateReport.single(update_id, ResultCode.OK, "")
                 await self._run(SendUpdateReport(report))
                 return
-        await self._run(StartDownload(update_id), ticket=ticket)
+        self._packages[update_id] = request.package_id  # named once the journal knows it
+        try:
+            await self._run(StartDownload(update_id), ticket=ticket)
+        finally:
+            self._packages.pop(update_id, None)
 
 
 def _update_id_of(command: Command) -> str | None:
@@ -627,13 +693,13 @@ def _update_id_of(command: Command) -> str | None:
     return None
 
 
-def _describe(command: Command) -> str:
+def _describe(command: Command, limit: int = 200) -> str:
     """The command as its text form where it has one (``StartDownload u1``), for the log."""
     try:
         text = format_command(command)
     except ProtocolError:
         text = repr(command)
-    return text if len(text) <= 200 else text[:200] + "..."
+    return one_line(text, limit)
 
 
 def _image_path(packages_dir: str, update_id: str) -> str:
@@ -641,11 +707,12 @@ def _image_path(packages_dir: str, update_id: str) -> str:
 
 
 class _ProgressLog:
-    """Logs download progress every 10 % (or every 8 MiB when the size is unknown), and shows
-    it in ``systemctl status``."""
+    """Logs download progress every 10 % (or every 8 MiB when the size is unknown), shows it
+    in ``systemctl status`` and records it in the journal for ``sota_client status``."""
 
-    def __init__(self, update_id: str) -> None:
+    def __init__(self, update_id: str, journal: Journal) -> None:
         self._update_id = update_id
+        self._journal = journal
         self._next = 0.0
 
     def __call__(self, received: int, total: int | None) -> None:
@@ -653,6 +720,7 @@ class _ProgressLog:
             share = received / total
             if share >= self._next or received == total:
                 percent = int(share * 100)
+                self._journal.download_progress(self._update_id, received, total)
                 logger.info(
                     "Downloading %s: %d%% (%d of %d bytes)",
                     self._update_id,
@@ -663,5 +731,6 @@ class _ProgressLog:
                 _systemd.notify(f"STATUS=Downloading update {self._update_id}: {percent}%")
                 self._next = share + 0.1
         elif received >= self._next:
+            self._journal.download_progress(self._update_id, received, None)
             logger.info("Downloading %s: %d bytes", self._update_id, received)
             self._next = received + 8 * 2**20

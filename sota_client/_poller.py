@@ -20,6 +20,7 @@ from swlm_sdk.protocol import Command, ErrorEvent, Event, GetUpdateRequests, Not
 
 from . import _systemd
 from ._activity import Activity
+from ._errors import one_line
 
 __all__ = ["MAX_BACKOFF", "MIN_INTERVAL", "Poller"]
 
@@ -35,7 +36,7 @@ MAX_BACKOFF = 300.0
 class _Interpreter(Protocol):
     @property
     def activity(self) -> Activity: ...
-    async def execute(self, command: Command) -> Event | None: ...
+    async def execute(self, command: Command, *, quiet: bool = False) -> Event | None: ...
 
 
 class Poller:
@@ -59,15 +60,43 @@ class Poller:
         self._backoff = Backoff(self.interval, max(self.interval, MAX_BACKOFF), sleep=sleep)
         self._sleep = sleep
         self.failures = 0
+        self._failure: str | None = None  # why the last poll failed, until it is logged
 
     async def run(self) -> None:
         logger.info("Polling for new updates every %g seconds.", self.interval)
         activity = self._interpreter.activity
         while True:
             await activity.wait_idle()
-            await self._sleep(self.wait())
+            delay = self.wait()
+            self._log_failure(delay)
+            await self._sleep(delay)
             await activity.wait_idle()
             await self.poll()
+
+    def _log_failure(self, delay: float) -> None:
+        """Say why the last poll failed, with the wait that follows now (WARN the first time).
+
+        Logged just before the sleep, not at the failure: what the failure causes (a token
+        request after its own backoff) runs first, and the wait stated must be the real one.
+        """
+        if self._failure is None:
+            return
+        if self.failures == 1:
+            logger.warning(
+                "Polling Core for updates failed: %s. Next poll in %g s, then less and less "
+                "often (at most every %g s) until it works",
+                one_line(self._failure),
+                delay,
+                self._backoff.max_delay,
+            )
+        else:
+            logger.debug(
+                "Polling Core failed again (%d times): %s; next poll in %g s",
+                self.failures,
+                one_line(self._failure),
+                delay,
+            )
+        self._failure = None
 
     def wait(self) -> float:
         """Seconds until the next poll: the interval, or the backoff after failures."""
@@ -76,18 +105,10 @@ class Poller:
     async def poll(self) -> None:
         """One poll, and what it says about Core."""
         _systemd.notify("STATUS=Polling Core for updates")
-        event = await self._interpreter.execute(GetUpdateRequests())
+        event = await self._interpreter.execute(GetUpdateRequests(), quiet=True)
         if isinstance(event, ErrorEvent | NotAuthenticated):
             self.failures += 1
-            if self.failures == 1:
-                why = event.text if isinstance(event, ErrorEvent) else "not authenticated"
-                logger.warning(
-                    "Polling Core for updates failed (%s); trying again after %g s, then less "
-                    "and less often (at most every %g s) until it works",
-                    why,
-                    self.wait(),
-                    self._backoff.max_delay,
-                )
+            self._failure = event.text if isinstance(event, ErrorEvent) else "not authenticated"
             _systemd.notify("STATUS=Core is failing: polling with backoff")
             return
         if self.failures:

@@ -86,6 +86,10 @@ class ReportSender:
         self._locks: dict[str, anyio.Lock] = {}  # one send of an update's report at a time
         self._strikes = Strikes()
 
+    def wake(self) -> None:
+        """Look at the queue now: a report was queued without :meth:`send`."""
+        self._wake.set()
+
     async def send(self, report: UpdateReport) -> Event:
         """Queue ``report`` and send it now; on failure it stays queued for the retry loop.
 

@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -27,6 +28,7 @@ from swlm_sdk._killpoints import kill_point
 from ._errors import SotaError
 
 __all__ = [
+    "DEFAULT_HOLDERS",
     "FINAL_STATES",
     "SCHEMA_VERSION",
     "Admission",
@@ -80,17 +82,34 @@ class Admission(enum.StrEnum):
     CONFLICT = "conflict"  # Core accepted a different report for this update
 
 
+#: Who holds an update in each state, unless the transition names it more exactly (the SWLM's
+#: events socket, the package manager): what ``sota_client status`` shows.
+DEFAULT_HOLDERS = {
+    UpdateState.DOWNLOADING: "the daemon (downloading)",
+    UpdateState.DOWNLOADED: "the daemon (handing it to the SWLM)",
+    UpdateState.DELIVERED: "the SWLM",
+    UpdateState.INSTALLING: "the package manager",
+    UpdateState.REPORT_PENDING: "the daemon (sending its report to Core)",
+    UpdateState.REPORTED: "Core",
+    UpdateState.SET_ASIDE: "nobody (set aside)",
+}
+
+
 class UpdateRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What the journal knows about one update."""
 
     update_id: str
     state: UpdateState
-    #: When it entered ``state``.
+    #: When it entered ``state`` (wall-clock seconds).
     since: float
     #: The report Core accepted (``REPORTED``), as JSON.
     report: bytes | None
     #: Why it was set aside (``SET_ASIDE``).
     error: str | None
+    #: Who must act on it now, in words: "the SWLM at /run/sota/events.socket".
+    holder: str = ""
+    #: ``(name, version)`` of its package, once Core's update list has named it.
+    package: tuple[str, str] | None = None
 
 
 class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +127,9 @@ class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None
     started_at: float
     updated_at: float
+    #: Bytes received so far, and the size announced (None: not announced), for progress.
+    received: int = 0
+    total: int | None = None
 
 
 class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +145,8 @@ class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
     next_attempt_at: float
     last_error: str | None
     created_at: float
+    #: Why it is no longer delivered, if it was set aside.
+    set_aside: str | None = None
 
 
 class PendingReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,6 +162,8 @@ class PendingReport(msgspec.Struct, frozen=True, kw_only=True):
     #: A POST of it may have reached Core without its answer reaching us (a crash, a timeout):
     #: Core's update list must be checked before it is sent again.
     in_doubt: bool
+    #: Why it is no longer sent, if it was set aside.
+    set_aside: str | None = None
 
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -244,8 +270,19 @@ def _lifecycle_v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _holders_v3(db: sqlite3.Connection) -> None:
+    """Who holds each update and which package it is; how far each download got."""
+    db.execute("ALTER TABLE updates ADD COLUMN holder TEXT")
+    db.execute("ALTER TABLE updates ADD COLUMN package_name TEXT")
+    db.execute("ALTER TABLE updates ADD COLUMN package_version TEXT")
+    for state, holder in DEFAULT_HOLDERS.items():
+        db.execute("UPDATE updates SET holder = ? WHERE state = ?", (holder, state.value))
+    db.execute("ALTER TABLE downloads ADD COLUMN received INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE downloads ADD COLUMN total INTEGER")
+
+
 #: ``MIGRATIONS[n]`` takes a database from schema ``n`` to ``n + 1``; append, never edit.
-MIGRATIONS: tuple[Migration, ...] = (_create_v1, _lifecycle_v2)
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _lifecycle_v2, _holders_v3)
 #: The schema this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -253,9 +290,16 @@ SCHEMA_VERSION = len(MIGRATIONS)
 KEEP_FINISHED = 1000
 
 _ORDER_UPDATES = "ORDER BY since, update_id"
-_UPDATE_COLUMNS = "update_id, state, since, report, error"
-_EVENT_COLUMNS = "id, name, payload, update_id, attempts, next_attempt_at, last_error, created_at"
-_REPORT_COLUMNS = "update_id, payload, attempts, next_attempt_at, last_error, created_at, in_doubt"
+_UPDATE_COLUMNS = "update_id, state, since, report, error, holder, package_name, package_version"
+_DOWNLOAD_COLUMNS = (
+    "update_id, state, path, size, sha256, error, started_at, updated_at, received, total"
+)
+_EVENT_COLUMNS = (
+    "id, name, payload, update_id, attempts, next_attempt_at, last_error, created_at, set_aside"
+)
+_REPORT_COLUMNS = (
+    "update_id, payload, attempts, next_attempt_at, last_error, created_at, in_doubt, set_aside"
+)
 
 
 class _Unusable(Exception):
@@ -327,6 +371,35 @@ class Journal:
                 raise JournalError(f"cannot create a new journal {path}: {again}") from again
         return cls(db, path, clock=clock, max_events=max_events)
 
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open an existing journal only to read it, safely while the daemon writes it.
+
+        Nothing is created or migrated. A journal without a write-ahead log (the daemon is
+        not running) is opened immutable, so that no ``-shm`` file owned by the reader is left
+        behind for the daemon to trip over.
+
+        :raises JournalError: there is no journal at ``path``, it cannot be read, or its schema
+            is not the one this code reads.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise JournalError(f"there is no journal at {path}")
+        flags = "mode=ro" if os.path.exists(f"{path}-wal") else "mode=ro&immutable=1"
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + flags
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {path}: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise JournalError(
+                f"the journal {path} has schema {version}; this program reads schema "
+                f"{SCHEMA_VERSION} (start the daemon of this version once to bring it up to date)"
+            )
+        return cls(db, path)
+
     def close(self) -> None:
         """Close the file; later calls raise :class:`JournalError`. Closing twice is fine."""
         with self._lock:
@@ -375,6 +448,21 @@ class Journal:
         rows = self._query(f"SELECT {_UPDATE_COLUMNS} FROM updates " + _ORDER_UPDATES)
         return [_update_record(row) for row in rows]
 
+    def handed_over(self) -> list[UpdateRecord]:
+        """Updates that wait for someone else's report (``DELIVERED``), oldest first."""
+        rows = self._query(
+            f"SELECT {_UPDATE_COLUMNS} FROM updates WHERE state = 'delivered' " + _ORDER_UPDATES
+        )
+        return [_update_record(row) for row in rows]
+
+    def name_package(self, update_id: str, name: str, version: str) -> None:
+        """Remember which package ``update_id`` is (Core's list names it); for the status."""
+        self._execute(
+            "name_package",
+            "UPDATE updates SET package_name = ?, package_version = ? WHERE update_id = ?",
+            (name, version, update_id),
+        )
+
     def set_aside(self, update_id: str, error: str) -> None:
         """Stop driving ``update_id`` forward: it failed the same way again and again.
 
@@ -414,6 +502,15 @@ class Journal:
                 (_id(update_id), path, now, now),
             )
             self._enter(db, update_id, UpdateState.DOWNLOADING)
+
+    def download_progress(self, update_id: str, received: int, total: int | None) -> None:
+        """How far the download got, for the status (not a resume point: see checkpoints)."""
+        self._execute(
+            "download_progress",
+            "UPDATE downloads SET received = ?, total = ?"
+            " WHERE update_id = ? AND state = 'downloading'",
+            (received, total, _id(update_id)),
+        )
 
     def download_checkpoint(self, update_id: str, size: int, sha256: str) -> None:
         """The first ``size`` bytes of the partial file have this SHA-256: a resume point."""
@@ -478,28 +575,19 @@ class Journal:
     def download(self, update_id: str) -> DownloadRecord | None:
         """Everything known about the download of ``update_id``, or None."""
         rows = self._query(
-            "SELECT update_id, state, path, size, sha256, error, started_at, updated_at"
-            " FROM downloads WHERE update_id = ?",
-            (update_id,),
+            f"SELECT {_DOWNLOAD_COLUMNS} FROM downloads WHERE update_id = ?", (update_id,)
         )
-        if not rows:
-            return None
-        update, state, path, size, sha256, error, started_at, updated_at = rows[0]
-        return DownloadRecord(
-            update_id=update,
-            state=DownloadState(state),
-            path=path,
-            size=size,
-            sha256=sha256,
-            error=error,
-            started_at=started_at,
-            updated_at=updated_at,
-        )
+        return _download_record(rows[0]) if rows else None
 
-    def begin_install(self, update_id: str) -> None:
-        """The package manager starts installing ``update_id``: ``INSTALLING``."""
+    def downloads(self) -> list[DownloadRecord]:
+        """Every download the journal remembers, oldest first."""
+        rows = self._query(f"SELECT {_DOWNLOAD_COLUMNS} FROM downloads ORDER BY started_at")
+        return [_download_record(row) for row in rows]
+
+    def begin_install(self, update_id: str, *, holder: str | None = None) -> None:
+        """The package manager (``holder``) starts installing ``update_id``: ``INSTALLING``."""
         with self._transaction("begin_install") as db:
-            self._enter(db, update_id, UpdateState.INSTALLING)
+            self._enter(db, update_id, UpdateState.INSTALLING, holder=holder)
 
     def finish_install(self, update_id: str, report: bytes) -> None:
         """The install ended; its ``report`` is queued for Core: ``REPORT_PENDING``."""
@@ -560,6 +648,11 @@ class Journal:
             events.append(event)
         return events
 
+    def events(self) -> list[OutboxEvent]:
+        """Every undelivered event, set aside or not, oldest first (for the status)."""
+        rows = self._query(f"SELECT {_EVENT_COLUMNS} FROM outbox ORDER BY id")
+        return [_outbox_event(row) for row in rows]
+
     def pending_events(self) -> int:
         """How many events wait for delivery (not counting those set aside)."""
         return int(self._query("SELECT count(*) FROM outbox WHERE set_aside IS NULL")[0][0])
@@ -572,9 +665,10 @@ class Journal:
         )
         return bool(rows)
 
-    def event_delivered(self, event_id: int) -> None:
-        """The SWLM has the event: forget it. A delivered ``DownloadComplete`` moves its
-        update from ``DOWNLOADED`` to ``DELIVERED`` in the same transaction."""
+    def event_delivered(self, event_id: int, *, holder: str | None = None) -> None:
+        """The SWLM (``holder``, in words) has the event: forget it. A delivered
+        ``DownloadComplete`` moves its update from ``DOWNLOADED`` to ``DELIVERED`` in the same
+        transaction."""
         with self._transaction("event_delivered") as db:
             row = db.execute(
                 "SELECT name, update_id FROM outbox WHERE id = ?", (event_id,)
@@ -582,7 +676,7 @@ class Journal:
             db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
             if row is not None and row[0] == "DownloadComplete" and row[1] is not None:
                 if self._state(db, row[1]) is UpdateState.DOWNLOADED:
-                    self._enter(db, row[1], UpdateState.DELIVERED)
+                    self._enter(db, row[1], UpdateState.DELIVERED, holder=holder)
 
     def event_failed(self, event_id: int, next_attempt_at: float, error: str) -> None:
         """Delivery failed with ``error``; try again at ``next_attempt_at``."""
@@ -676,6 +770,24 @@ class Journal:
         self._enter(db, update_id, UpdateState.REPORT_PENDING)
         return admission
 
+    def reports(self) -> list[PendingReport]:
+        """Every report Core has not accepted, set aside or not, oldest first (for the status)."""
+        rows = self._query(f"SELECT {_REPORT_COLUMNS} FROM reports ORDER BY seq")
+        return [_pending_report(row) for row in rows]
+
+    def report_overdue(self, update_id: str, since: float, payload: bytes) -> bool:
+        """Queue ``payload`` as the report of ``update_id`` if it is still ``DELIVERED`` since
+        ``since``: nobody reported it in time. Checked and written in one transaction, so a
+        report the SWLM sends meanwhile is never replaced. Returns whether it was queued."""
+        with self._transaction("report_overdue") as db:
+            record = self._record(db, update_id)
+            if record is None or record.state is not UpdateState.DELIVERED:
+                return False
+            if record.since != since:
+                return False
+            self._queue_report(db, update_id, payload)
+            return True
+
     def pending_report(self, update_id: str) -> PendingReport | None:
         """The queued report of ``update_id`` (not set aside), or None."""
         rows = self._query(
@@ -748,15 +860,24 @@ class Journal:
         *,
         report: bytes | None = None,
         error: str | None = None,
+        holder: str | None = None,
     ) -> None:
-        """Move ``update_id`` to ``state`` inside the caller's transaction."""
+        """Move ``update_id`` to ``state`` inside the caller's transaction; ``holder`` says who
+        holds it now (default: :data:`DEFAULT_HOLDERS`)."""
         db.execute(
-            """INSERT INTO updates (update_id, state, since, report, error)
-               VALUES (?, ?, ?, ?, ?)
+            """INSERT INTO updates (update_id, state, since, report, error, holder)
+               VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (update_id) DO UPDATE SET
                  state = excluded.state, since = excluded.since, report = excluded.report,
-                 error = excluded.error""",
-            (_id(update_id), state.value, self._clock(), report, error),
+                 error = excluded.error, holder = excluded.holder""",
+            (
+                _id(update_id),
+                state.value,
+                self._clock(),
+                report,
+                error,
+                holder or DEFAULT_HOLDERS[state],
+            ),
         )
 
     def _record(self, db: sqlite3.Connection, update_id: str) -> UpdateRecord | None:
@@ -815,12 +936,30 @@ class Journal:
 
 
 def _update_record(row: Sequence[Any]) -> UpdateRecord:
+    state = UpdateState(row[1])
     return UpdateRecord(
         update_id=row[0],
-        state=UpdateState(row[1]),
+        state=state,
         since=row[2],
         report=None if row[3] is None else bytes(row[3]),
         error=row[4],
+        holder=row[5] or DEFAULT_HOLDERS[state],
+        package=None if row[6] is None else (row[6], row[7] or ""),
+    )
+
+
+def _download_record(row: Sequence[Any]) -> DownloadRecord:
+    return DownloadRecord(
+        update_id=row[0],
+        state=DownloadState(row[1]),
+        path=row[2],
+        size=row[3],
+        sha256=row[4],
+        error=row[5],
+        started_at=row[6],
+        updated_at=row[7],
+        received=row[8],
+        total=row[9],
     )
 
 
@@ -834,6 +973,7 @@ def _outbox_event(row: Sequence[Any]) -> OutboxEvent:
         next_attempt_at=row[5],
         last_error=row[6],
         created_at=row[7],
+        set_aside=row[8],
     )
 
 
@@ -846,6 +986,7 @@ def _pending_report(row: Sequence[Any]) -> PendingReport:
         last_error=row[4],
         created_at=row[5],
         in_doubt=bool(row[6]),
+        set_aside=row[7],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ._errors import SotaError
+from ._errors import SotaError, one_line
 from ._process import SpawnError, run_bounded
 
 __all__ = ["SystemInfoError", "run_system_info"]
@@ -58,7 +58,7 @@ async def run_system_info(
             "system_info program %r %s (its output is used anyway): %s",
             command,
             result.describe_end(),
-            result.stderr_text().strip()[-2000:],
+            one_line(result.stderr_text()[-2000:]),
         )
     try:
         return result.stdout.decode("utf-8")

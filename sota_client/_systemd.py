@@ -3,6 +3,13 @@
 With ``Type=notify`` systemd waits for ``READY=1``; ``STATUS=`` shows in ``systemctl status``;
 ``WATCHDOG=1`` must come every ``WATCHDOG_USEC``/2 when ``WatchdogSec=`` is set. Outside systemd
 (no ``NOTIFY_SOCKET``) every call does nothing.
+
+A send never waits: ``notify`` runs in the event loop, and a notify socket whose queue is full
+(systemd busy, or a test harness that stopped reading) must not stall the daemon. A ``STATUS=``
+that finds the queue full is dropped: the next one replaces it. Every other state is kept and
+sent again, with the next message and by :func:`watchdog`'s retries, until systemd takes it:
+without ``READY=1`` systemd times the start out, without ``STOPPING=1`` it does not show the
+stop, and a ``WATCHDOG=1`` left to the next ping would arrive right at the watchdog's deadline.
 """
 
 from __future__ import annotations
@@ -10,52 +17,147 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 
 import anyio
 
 __all__ = ["notify", "watchdog"]
 
 logger = logging.getLogger(__name__)
-_failed_before = False
 
-NOTIFY_TIMEOUT = 1.0
-"""Seconds a message may wait for room in the notify socket's queue (a stuck systemd)."""
+RETRY_FIRST = 0.1
+"""Seconds before a kept state is first sent again; the wait doubles up to ``RETRY_MAX``."""
+RETRY_MAX = 5.0
+
+_DROPPABLE = frozenset({"STATUS"})
+"""States that the next message makes up for: not kept when the queue is full."""
 
 
 def notify(*states: str) -> bool:
-    """Send ``READY=1``, ``STATUS=...`` and the like; True if a notify socket was there."""
+    """Send ``READY=1``, ``STATUS=...`` and the like, without waiting; True if systemd got them."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            # Called from the event loop: a full queue must not block the daemon for ever.
-            sock.settimeout(NOTIFY_TIMEOUT)
-            sock.connect(address)
-            sock.sendall("\n".join(states).encode())
-    except OSError as exc:
-        global _failed_before
-        level = logging.DEBUG if _failed_before else logging.WARNING
-        logger.log(level, "couldn't notify systemd at %s: %s", address, exc)
-        _failed_before = True
-        return False
-    return True
+    return _notifier.send(address, states)
 
 
 async def watchdog() -> None:
-    """Ping the systemd watchdog at half its interval, for as long as the event loop runs."""
+    """The daemon's systemd task: ping the watchdog at half its interval (when it is on), and
+    send again the states that found systemd's queue full. Runs until cancelled."""
+    interval = _watchdog_interval()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_notifier.resend_kept)
+        if interval is not None:
+            logger.info("systemd watchdog: pinging every %.1f s", interval)
+            tg.start_soon(_ping, interval)
+
+
+async def _ping(interval: float) -> None:
+    while True:
+        notify("WATCHDOG=1")
+        await anyio.sleep(interval)
+
+
+def _watchdog_interval() -> float | None:
     try:
         usec = int(os.environ.get("WATCHDOG_USEC", "0"))
     except ValueError:
         logger.warning("ignoring WATCHDOG_USEC=%r: not a number", os.environ["WATCHDOG_USEC"])
-        return
+        return None
     pid = os.environ.get("WATCHDOG_PID")
     if usec <= 0 or (pid and pid != str(os.getpid())):
-        return
-    interval = usec / 2_000_000
-    logger.info("systemd watchdog: pinging every %.1f s", interval)
-    while True:
-        notify("WATCHDOG=1")
-        await anyio.sleep(interval)
+        return None
+    return usec / 2_000_000
+
+
+def _name(state: str) -> str:
+    return state.partition("=")[0]
+
+
+def _send_now(address: str, data: bytes) -> None:
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.setblocking(False)  # a full queue raises BlockingIOError instead of waiting
+        sock.connect(address)
+        sock.send(data)
+
+
+class _Notifier:
+    """The states kept for systemd; the first failure and the first recovery are logged above
+    DEBUG, so a flapping queue cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, str] = {}  # name -> state, e.g. "READY" -> "READY=1"
+        self._warned = False
+        self._recovered = False
+        self._wakeup: tuple[anyio.Event, int] | None = None  # and the event loop's thread
+
+    def send(self, address: str, states: tuple[str, ...]) -> bool:
+        with self._lock:
+            kept_before = list(self._kept.values())
+            message = dict(self._kept)
+            for state in states:
+                message[_name(state)] = state  # a newer value of a kept state wins
+            if not message:
+                return True
+            try:
+                _send_now(address, "\n".join(message.values()).encode())
+            except OSError as exc:
+                full = isinstance(exc, BlockingIOError)  # no room now, not "nobody there"
+                self._kept = {k: v for k, v in message.items() if full and k not in _DROPPABLE}
+                self._log_failure(address, exc, full)
+                wake = bool(self._kept)
+            else:
+                if kept_before:
+                    level = logging.DEBUG if self._recovered else logging.INFO
+                    self._recovered = True
+                    logger.log(level, "systemd got %s after all", ", ".join(kept_before))
+                self._kept = {}
+                return True
+        if wake:
+            self._wake_resender()
+        return False
+
+    def _log_failure(self, address: str, exc: OSError, full: bool) -> None:
+        if not full:
+            advice = "nothing receives there: when not running under systemd, unset NOTIFY_SOCKET"
+        else:
+            kept = ", ".join(self._kept.values())
+            what = f"{kept} kept and sent again" if kept else "status dropped"
+            advice = (
+                f"its queue is full ({what})."
+                " If this repeats, whatever set NOTIFY_SOCKET does not read it: systemd does, so"
+                " look for a stuck systemd; a test harness must keep reading it, or unset it"
+            )
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(level, "couldn't notify systemd at %s: %s; %s", address, exc, advice)
+
+    def _wake_resender(self) -> None:
+        wakeup = self._wakeup
+        # Without a resender, or from another thread (where setting the event is unsafe, and
+        # anyio's way in would wait for the event loop), the kept states go out with the next
+        # message: the watchdog's ping, or the next STATUS=.
+        if wakeup is not None and wakeup[1] == threading.get_ident():
+            wakeup[0].set()
+
+    async def resend_kept(self) -> None:
+        """Send the kept states again, with growing pauses, until systemd takes them."""
+        try:
+            while True:
+                event = anyio.Event()
+                self._wakeup = (event, threading.get_ident())
+                if not self._kept:
+                    await event.wait()
+                delay = RETRY_FIRST
+                while self._kept:
+                    await anyio.sleep(delay)
+                    notify()
+                    delay = min(delay * 2, RETRY_MAX)
+        finally:
+            self._wakeup = None
+
+
+_notifier = _Notifier()

@@ -8,6 +8,7 @@ Exit codes (stable, for shell scripts):
 * 2: usage error: bad arguments, result code, update id or config file.
 * 3: no valid answer: the daemon is unreachable, timed out, or answered garbage.
 * 4: ``listen`` could not create the events socket.
+* 5: ``listen`` could not pass an event on: its standard output is closed or failing.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .protocol import (
 __all__ = [
     "EXIT_LISTEN",
     "EXIT_OK",
+    "EXIT_OUTPUT",
     "EXIT_REJECTED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
@@ -71,6 +73,7 @@ EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_LISTEN = 4
+EXIT_OUTPUT = 5
 
 _FAILURES = (ErrorEvent, NotAuthenticated, DownloadFailed, InstallFailed)
 
@@ -134,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="swlm",
         description="Talk to the SOTA client daemon over its Unix sockets (wire protocol 0.1).",
         epilog="exit codes: 0 accepted, 1 the daemon answered with an error, 2 usage, "
-        "3 daemon unreachable or timed out, 4 cannot create the events socket",
+        "3 daemon unreachable or timed out, 4 cannot create the events socket, "
+        "5 listen cannot write an event to stdout",
     )
     _common(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -216,6 +220,7 @@ async def _listen(args: argparse.Namespace) -> int:
     )
     listener = EventListener(paths.events, kinds=args.event, mode=args.mode)
     seen = 0
+    lost: str | None = None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with listener, anyio.create_task_group() as group:
 
@@ -229,18 +234,37 @@ async def _listen(args: argparse.Namespace) -> int:
             async for event in listener:
                 try:
                     print(_event_line(event, args.json), flush=True)
-                except BrokenPipeError:
+                except OSError as exc:
+                    # The event is off the socket and 0.1 has no acknowledgement: saying which
+                    # one and failing is all that is left; the daemon hands unreported updates
+                    # over again to the next listener (a new socket file).
                     _silence_stdout()
+                    lost = f"couldn't pass on {_describe(event)}: {_stdout_failure(exc)}"
                     break
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     break
             group.cancel_scope.cancel()
+    if lost is not None:
+        _fail(EXIT_OUTPUT, lost)
     return EXIT_OK
 
 
+def _describe(event: Event) -> str:
+    update_id = getattr(event, "update_id", None)
+    name = event_name(event)
+    return name if update_id is None else f"{name} for update {update_id}"
+
+
+def _stdout_failure(exc: OSError) -> str:
+    if isinstance(exc, BrokenPipeError):
+        return "stdout is closed (broken pipe)"
+    return f"cannot write to stdout: {exc.strerror or exc}"
+
+
 def _silence_stdout() -> None:
-    """The reader went away (``swlm ... | head -1``): stop writing, quietly."""
+    """Stdout is unusable (the reader went away, the disk is full): send the rest nowhere,
+    so that writing, and the flush at exit, cannot fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

@@ -40,10 +40,12 @@ class LogWaiter(logging.Handler):
         self.text = text
         self.seen = anyio.Event()
         self.count = 0
+        self.levels: set[int] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.text in record.getMessage():
             self.count += 1
+            self.levels.add(record.levelno)
             self.seen.set()
 
     async def wait(self, within: float = 10.0) -> None:

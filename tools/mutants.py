@@ -50,7 +50,7 @@ MUTANTS = [
     Mutant(
         "a delivered DownloadComplete makes the update DELIVERED",
         "sota_client/_store.py",
-        "                    self._enter(db, row[1], UpdateState.DELIVERED)",
+        "                    self._enter(db, row[1], UpdateState.DELIVERED, holder=holder)",
         "                    pass",
         ("tests/sota_client/test_store.py",),
     ),
@@ -316,6 +316,88 @@ MUTANTS = [
         "        raise_open_file_limit()  # every peer of the commands socket holds a descriptor\n",
         "",
         ("tests/e2e/test_service.py::test_the_daemon_raises_its_open_file_limit_for_many_peers",),
+    ),
+    # -- no silent failure (operability) -------------------------------------------------------
+    Mutant(
+        "an overdue report is queued only if the update still waits, since the same time",
+        "sota_client/_store.py",
+        """            if record.since != since:
+                return False""",
+        "",
+        ("tests/sota_client/test_report_timeout.py",),
+    ),
+    Mutant(
+        "an overdue report never replaces a report that came",
+        "sota_client/_store.py",
+        "            if record is None or record.state is not UpdateState.DELIVERED:",
+        "            if record is None:",
+        ("tests/sota_client/test_report_timeout.py",),
+    ),
+    Mutant(
+        "the report timeout credits at most the whole timeout, never a negative wait",
+        "sota_client/_report_timeout.py",
+        "waited = min(max(wall - record.since, 0.0), self.seconds)",
+        "waited = wall - record.since",
+        ("tests/sota_client/test_report_timeout.py",),
+    ),
+    Mutant(
+        "the report timeout measures waits on the monotonic clock",
+        "sota_client/_report_timeout.py",
+        "            if self._deadlines[key] <= now:",
+        "            if record.since + self.seconds <= wall:",
+        ("tests/sota_client/test_report_timeout.py",),
+    ),
+    Mutant(
+        "a journal with no write-ahead log is read immutable (no -shm left behind)",
+        "sota_client/_store.py",
+        'flags = "mode=ro" if os.path.exists(f"{path}-wal") else "mode=ro&immutable=1"',
+        'flags = "mode=ro"',
+        ("tests/sota_client/test_status.py",),
+    ),
+    Mutant(
+        "the status reads a journal only",
+        "sota_client/_store.py",
+        'flags = "mode=ro" if os.path.exists(f"{path}-wal") else "mode=ro&immutable=1"',
+        'flags = "mode=rw"',
+        ("tests/sota_client/test_status.py",),
+    ),
+    Mutant(
+        "the same failure again is not logged at WARN again",
+        "sota_client/_interpreter.py",
+        "level = logging.DEBUG if self._failing.get(key) == text else logging.WARNING",
+        "level = logging.WARNING",
+        ("tests/sota_client/test_logging.py",),
+    ),
+    Mutant(
+        "Core's unchanged update list is not logged at INFO again",
+        "sota_client/_interpreter.py",
+        "level = logging.DEBUG if listed == self._listed else logging.INFO",
+        "level = logging.INFO",
+        ("tests/sota_client/test_logging.py",),
+    ),
+    Mutant(
+        "the backoff message is logged when the wait begins",
+        "sota_client/_poller.py",
+        """            delay = self.wait()
+            self._log_failure(delay)
+            await self._sleep(delay)
+            await activity.wait_idle()
+            await self.poll()""",
+        """            delay = self.wait()
+            await self._sleep(delay)
+            await activity.wait_idle()
+            await self.poll()
+            self._log_failure(self.wait())""",
+        ("tests/sota_client/test_logging.py",),
+    ),
+    Mutant(
+        "a start-up error is not followed by Stopped",
+        "sota_client/_daemon.py",
+        """        _systemd.notify("STOPPING=1")
+    logger.info("Stopped")""",
+        """        _systemd.notify("STOPPING=1")
+        logger.info("Stopped")""",
+        ("tests/sota_client/test_logging.py",),
     ),
 ]
 

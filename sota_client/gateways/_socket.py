@@ -30,8 +30,7 @@ from swlm_sdk.protocol import (
     parse_command,
 )
 
-from .._errors import SotaError
-from ._unix import claim_socket_path, file_identity, set_socket_group
+from ._unix import bind_error, claim_socket_path, file_identity, set_socket_group
 
 __all__ = ["CommandServer", "Execute"]
 
@@ -140,9 +139,7 @@ class CommandServer:
         try:
             listener = await anyio.create_unix_listener(self.path, mode=self._mode)
         except OSError as exc:
-            raise SotaError(
-                f"couldn't open commands socket: {self.path}: {exc.strerror or exc}"
-            ) from None
+            raise bind_error(self.path, exc) from None
         bound = file_identity(self.path)
         try:
             async with listener:  # closed also when the group cannot be set
@@ -468,7 +465,15 @@ class CommandServer:
         try:
             command = parse_command(bytes(data))
         except CommandSyntaxError as exc:
-            logger.info("Rejected command %r: %s", bytes(data[:200]), exc.reply)
+            self._warn(
+                conn.peer,
+                "syntax",
+                "Rejected a command from uid %d (pid %d): %s; it sent %r",
+                conn.peer.uid,
+                conn.pid,
+                exc.reply,
+                bytes(data[:100]),
+            )
             return exc.reply.encode()
         try:
             event = await self._run(conn, command)

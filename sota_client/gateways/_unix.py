@@ -15,11 +15,35 @@ import stat
 
 from .._errors import SotaError
 
-__all__ = ["claim_socket_path", "file_identity", "raise_open_file_limit", "set_socket_group"]
+__all__ = [
+    "bind_error",
+    "claim_socket_path",
+    "file_identity",
+    "raise_open_file_limit",
+    "set_socket_group",
+]
 
 logger = logging.getLogger(__name__)
 
 OPEN_FILE_CEILING = 65536
+
+
+def bind_error(path: str, exc: OSError) -> SotaError:
+    """The start-up error for a socket that cannot be created, saying what to do about it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if exc.errno == errno.ENOENT and not os.path.isdir(directory):
+        return SotaError(
+            f"couldn't open commands socket: {path}: the directory {directory} does not exist. "
+            f"Create it (e.g. install -d -m 0750 {directory}), or under systemd set "
+            f"RuntimeDirectory={os.path.basename(directory)} in the unit, or change "
+            "network.socket_commands_path"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SotaError(
+            f"couldn't open commands socket: {path}: {exc.strerror}. The daemon's user "
+            f"must be able to write to {directory}"
+        )
+    return SotaError(f"couldn't open commands socket: {path}: {exc.strerror or exc}")
 
 
 def claim_socket_path(path: str) -> None:

@@ -485,7 +485,7 @@ async def test_redirect_is_followed_without_authorization(
         lambda ex: ex.respond(307, headers=[("Location", f"{server.url}/storage/final")]),
     )
     server.route("GET", "/storage/final", lambda ex: serve_bytes(ex, b"presigned image"))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         async with backend(server) as core:
             result = await core.download("u1", str(tmp_path))
     assert await anyio.Path(result.path).read_bytes() == b"presigned image"

@@ -271,22 +271,26 @@ def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         (
             '[core]\npolling = "yes"\n',
             "{path}:2: [core] polling: Toml decode error: expected a value of type `bool`, "
-            "but found a value of type `string` for the key `polling`",
+            "but found a value of type `string` for the key `polling`: "
+            "expected true or false, without quotes",
         ),
         (
             '[device]\nuuid = "x"\npackage_manager = "yum"\n',
             "{path}:3: [device] package_manager: Toml decode error: Parse error: "
-            "unknown package manager: yum for the key `package_manager`",
+            "unknown package manager: yum for the key `package_manager`: "
+            "expected off, deb, rpm, file:PATH or otb:REPODIR",
         ),
         (
-            '[rvi]\nclient = "rvi-node:8901"\n',
+            '[rvi]\nclient = "rvi-node:8901"\n[gateway]\nrvi = true\n',
             "{path}:2: [rvi] client: Toml decode error: Url parse error: empty host "
-            "for the key `client`",
+            "for the key `client`: expected an absolute URL such as http://127.0.0.1:8080 or "
+            "https://sota.example.com",
         ),
         (
-            '[network]\nhttp_server = "http://127.0.0.1:8888"\n',
+            '[network]\nhttp_server = "localhost:8888"\n[gateway]\nhttp = true\n',
             "{path}:2: [network] http_server: Toml decode error: invalid IP address syntax "
-            "for the key `http_server`",
+            "for the key `http_server`: expected IP:port such as 127.0.0.1:8888, or "
+            "http://127.0.0.1:8888",
         ),
     ],
 )
@@ -364,7 +368,7 @@ _GATEWAYS = ["console", "dbus", "http", "rvi", "socket", "websocket"]
             "invalid IP address syntax",
         ),
         (
-            ["--network-rvi-edge-server=http://127.0.0.1:9080"],
+            ["--network-rvi-edge-server=http://localhost:9080"],
             "Invalid network-rvi-edge-server: Parse error: couldn't parse SocketAddr: "
             "invalid IP address syntax",
         ),
@@ -806,6 +810,7 @@ system_info = "system_info.sh"
 state_dir = "/var/lib/sota"
 max_download_size = 4294967296
 max_concurrent_downloads = 1
+report_timeout = 86400.0
 
 [gateway]
 console = false

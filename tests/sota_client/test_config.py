@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sota_client._cli import _overrides, build_parser
 from sota_client._config import (
     MAX_DOTS,
     MAX_FILE_SIZE,
@@ -95,6 +96,7 @@ SAMPLES: list[tuple[str, str, str, str, Any]] = [
     ("device", "state_dir", '"/srv/sota"', "/srv/sota", None),
     ("device", "max_download_size", "1048576", "1048576", 1048576),
     ("device", "max_concurrent_downloads", "4", "4", 4),
+    ("device", "report_timeout", "0", "0", 0.0),
     ("gateway", "console", "true", "true", True),
     ("gateway", "dbus", "true", "true", True),
     ("gateway", "http", "true", "true", True),
@@ -136,6 +138,55 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
+#: What each file error says is expected, after the 2016 text (written out here on purpose, not
+#: taken from the code).
+BOOL_FORM = "true or false, without quotes"
+STRING_FORM = "a string in quotes"
+U64_FORM = "a whole number from 0 to 18446744073709551615"
+I32_FORM = "a whole number from -2147483648 to 2147483647"
+I64_FORM = "a whole number from -9223372036854775808 to 9223372036854775807"
+URL_FORM = "an absolute URL such as http://127.0.0.1:8080 or https://sota.example.com"
+PACKAGE_MANAGER_FORM = "off, deb, rpm, file:PATH or otb:REPODIR"
+SECONDS_FORM = "a number of seconds greater than 0, such as 20 or 2.5"
+MODE_FORM = 'an octal file mode such as 0o660 or "0660"'
+SIZE_FORM = "a whole number of bytes from 1 to 18446744073709551615"
+SLOTS_FORM = "a whole number from 1 to 16"
+REPORT_FORM = "a number of seconds such as 86400, or 0 for ever"
+HTTP_ADDR_FORM = "IP:port such as 127.0.0.1:8888, or http://127.0.0.1:8888"
+RVI_ADDR_FORM = "IP:port such as 127.0.0.1:9080, or http://127.0.0.1:9080"
+WEBSOCKET_ADDR_FORM = "IP:port such as 127.0.0.1:3012, or ws://127.0.0.1:3012"
+
+#: The gateway whose settings these are: only while it is on is a bad value an error.
+GATEWAY_OF = {
+    ("network", "http_server"): "http",
+    ("network", "rvi_edge_server"): "rvi",
+    ("network", "socket_commands_path"): "socket",
+    ("network", "socket_events_path"): "socket",
+    ("network", "socket_mode"): "socket",
+    ("network", "socket_group"): "socket",
+    ("network", "websocket_server"): "websocket",
+    **{("rvi", key): "rvi" for key in ("client", "storage_dir", "timeout")},
+    **{
+        ("dbus", key): "dbus"
+        for key in ("name", "path", "interface", "software_manager", "software_manager_path")
+    },
+    ("dbus", "timeout"): "dbus",
+}
+
+
+def with_gateway_on(section: str, key: str) -> str:
+    """A ``[gateway]`` table (after the rest) switching on the gateway that uses the key, so
+    that its errors are errors; empty for keys that are always checked."""
+    gateway = GATEWAY_OF.get((section, key))
+    return "" if gateway is None else f"[gateway]\n{gateway} = true\n"
+
+
+def decode_error(key: str, problem: str, form: str | None) -> str:
+    """A file error's text: the 2016 part, then what is expected (None: the problem says it)."""
+    text = f"Toml decode error: {problem} for the key `{key}`"
+    return text if form is None else f"{text}: expected {form}"
+
+
 # ---------------------------------------------------------------------------------------------
 # 10.1: the reference's config tests
 
@@ -171,6 +222,7 @@ def test_additions_have_their_documented_defaults() -> None:
     assert config.device.state_dir == "/var/lib/sota"
     assert config.device.max_download_size == 4 * 1024**3 == 4294967296
     assert config.device.max_concurrent_downloads == 1
+    assert config.device.report_timeout == 86400.0  # one day
     assert config.network.socket_mode == 0o660
     assert config.network.socket_group is None
 
@@ -326,10 +378,14 @@ def test_the_exact_spelling_beats_the_alias_which_is_reported(
 def test_type_error_keeps_the_2016_text() -> None:  # 10.1.8
     with pytest.raises(ConfigError) as caught:
         parse_config('[core]\npolling = "yes"\n', "/etc/sota.toml")
-    assert str(caught.value) == (
-        "/etc/sota.toml:2: [core] polling: Toml decode error: expected a value of type `bool`, "
-        "but found a value of type `string` for the key `polling`"
+    the_2016_text = (
+        "Toml decode error: expected a value of type `bool`, but found a value of type `string` "
+        "for the key `polling`"
     )
+    assert str(caught.value) == (
+        f"/etc/sota.toml:2: [core] polling: {the_2016_text}: expected true or false, without quotes"
+    )
+    assert caught.value.message.startswith(the_2016_text + ": ")
     error = caught.value
     assert (error.source, error.line, error.section, error.key) == (
         "/etc/sota.toml",
@@ -340,35 +396,44 @@ def test_type_error_keeps_the_2016_text() -> None:  # 10.1.8
 
 
 @pytest.mark.parametrize(
-    ("section", "key", "literal", "expected", "found"),
+    ("section", "key", "literal", "expected", "found", "form"),
     [
-        ("core", "polling", "1", "bool", "integer"),
-        ("gateway", "socket", '"true"', "bool", "string"),
-        ("core", "polling_sec", "true", "integer", "boolean"),
-        ("core", "polling_sec", '"10"', "integer", "string"),
-        ("core", "polling_sec", "1.5", "integer", "float"),
-        ("device", "uuid", "5", "string", "integer"),
-        ("device", "vin", "[1]", "string", "array"),
-        ("device", "vin", "{ a = 1 }", "string", "table"),
-        ("device", "vin", "1979-05-27", "string", "datetime"),
-        ("device", "package_manager", "false", "string", "boolean"),
-        ("network", "http_server", "8888", "string", "integer"),
-        ("core", "timeout", '"20"', "float", "string"),
-        ("core", "timeout", "true", "float", "boolean"),
-        ("network", "socket_mode", "true", "integer", "boolean"),
-        ("rvi", "timeout", "2.0", "integer", "float"),
-        ("device", "max_download_size", '"4G"', "integer", "string"),
-        ("device", "max_download_size", "4e9", "integer", "float"),
-        ("device", "max_concurrent_downloads", "true", "integer", "boolean"),
+        ("core", "polling", "1", "bool", "integer", BOOL_FORM),
+        ("gateway", "socket", '"true"', "bool", "string", BOOL_FORM),
+        ("core", "polling_sec", "true", "integer", "boolean", U64_FORM),
+        ("core", "polling_sec", '"10"', "integer", "string", U64_FORM),
+        ("core", "polling_sec", "1.5", "integer", "float", U64_FORM),
+        ("device", "uuid", "5", "string", "integer", STRING_FORM),
+        ("device", "vin", "[1]", "string", "array", STRING_FORM),
+        ("device", "vin", "{ a = 1 }", "string", "table", STRING_FORM),
+        ("device", "vin", "1979-05-27", "string", "datetime", STRING_FORM),
+        ("device", "package_manager", "false", "string", "boolean", PACKAGE_MANAGER_FORM),
+        ("device", "system_info", "0", "string", "integer", 'a string in quotes ("" for none)'),
+        ("network", "http_server", "8888", "string", "integer", HTTP_ADDR_FORM),
+        ("network", "websocket_server", "3012", "string", "integer", WEBSOCKET_ADDR_FORM),
+        ("core", "server", "8080", "string", "integer", URL_FORM),
+        ("core", "timeout", '"20"', "float", "string", SECONDS_FORM),
+        ("core", "timeout", "true", "float", "boolean", SECONDS_FORM),
+        ("network", "socket_mode", "true", "integer", "boolean", MODE_FORM),
+        ("rvi", "timeout", "2.0", "integer", "float", I64_FORM),
+        ("dbus", "timeout", '"60"', "integer", "string", I32_FORM),
+        ("device", "max_download_size", '"4G"', "integer", "string", SIZE_FORM),
+        ("device", "max_download_size", "4e9", "integer", "float", SIZE_FORM),
+        ("device", "max_concurrent_downloads", "true", "integer", "boolean", SLOTS_FORM),
+        ("device", "report_timeout", '"1d"', "float", "string", REPORT_FORM),
     ],
 )
-def test_types_are_strict(section: str, key: str, literal: str, expected: str, found: str) -> None:
+def test_types_are_strict(
+    section: str, key: str, literal: str, expected: str, found: str, form: str
+) -> None:
+    text = f"[{section}]\n{key} = {literal}\n{with_gateway_on(section, key)}"
     with pytest.raises(ConfigError) as caught:
-        parse_config(f"[{section}]\n{key} = {literal}\n", "f.toml")
-    assert str(caught.value) == (
-        f"f.toml:2: [{section}] {key}: Toml decode error: expected a value of type `{expected}`, "
+        parse_config(text, "f.toml")
+    the_2016_text = (
+        f"Toml decode error: expected a value of type `{expected}`, "
         f"but found a value of type `{found}` for the key `{key}`"
     )
+    assert str(caught.value) == f"f.toml:2: [{section}] {key}: {the_2016_text}: expected {form}"
 
 
 @pytest.mark.parametrize(
@@ -383,6 +448,15 @@ def test_types_are_strict(section: str, key: str, literal: str, expected: str, f
         ("core", "timeout", "-1.5", "expected a positive number of seconds, but found -1.5"),
         ("core", "timeout", "inf", "expected a positive number of seconds, but found inf"),
         ("core", "timeout", "nan", "expected a positive number of seconds, but found nan"),
+        (
+            "device",
+            "report_timeout",
+            "-1",
+            "expected a number of seconds of 0 or more, but found -1",
+        ),
+        ("device", "report_timeout", "-0.5", "expected a number of seconds of 0 or more, but "),
+        ("device", "report_timeout", "inf", "expected a number of seconds of 0 or more"),
+        ("device", "report_timeout", "nan", "expected a number of seconds of 0 or more"),
         ("network", "socket_mode", "0o10000", "expected a file mode between 0o0 and 0o7777"),
         ("network", "socket_mode", "-1", "expected a file mode between 0o0 and 0o7777"),
         ("network", "socket_mode", '"0999"', "expected an octal file mode such as 0o660"),
@@ -394,7 +468,13 @@ def test_types_are_strict(section: str, key: str, literal: str, expected: str, f
             "expected a size in bytes between 1 and 18446744073709551615, but found 0",
         ),
         ("device", "max_download_size", "-1", "expected a size in bytes between 1 and "),
-        ("device", "max_download_size", "18446744073709551616", "but found 18446744073709551616"),
+        (
+            "device",
+            "max_download_size",
+            "18446744073709551616",
+            "expected a size in bytes between 1 and 18446744073709551615, "
+            "but found 18446744073709551616",
+        ),
         (
             "device",
             "max_concurrent_downloads",
@@ -412,10 +492,49 @@ def test_types_are_strict(section: str, key: str, literal: str, expected: str, f
 )
 def test_numbers_are_range_checked(section: str, key: str, literal: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(f"[{section}]\n{key} = {literal}\n")
-    assert problem in caught.value.message
-    assert caught.value.message.startswith("Toml decode error: ")
-    assert caught.value.message.endswith(f" for the key `{key}`")
+        parse_config(f"[{section}]\n{key} = {literal}\n{with_gateway_on(section, key)}")
+    message = caught.value.message
+    assert problem in message
+    assert message.startswith("Toml decode error: ")
+    if problem.startswith("expected "):  # our own text for an addition: it says what is wanted
+        assert message.endswith(f" for the key `{key}`")
+    else:  # the 2016 text, then what is expected
+        expected = U64_FORM if key == "polling_sec" else I32_FORM if section == "dbus" else I64_FORM
+        assert message.endswith(f" for the key `{key}`: expected {expected}")
+
+
+def test_report_timeout_takes_0_which_core_timeout_refuses() -> None:
+    assert parse_config("[device]\nreport_timeout = 0\n").device.report_timeout == 0.0
+    assert parse_config("[device]\nreport-timeout = 90\n").device.report_timeout == 90.0
+    with pytest.raises(ConfigError, match="expected a positive number of seconds, but found 0"):
+        parse_config("[core]\ntimeout = 0\n")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "error"),
+    [
+        ("0", 0.0, None),
+        ("0.25", 0.25, None),
+        ("86400", 86400.0, None),
+        ("-1", None, "expected a number of seconds of 0 or more, but found -1.0"),
+        ("inf", None, "invalid float literal"),
+        ("1 day", None, "invalid float literal"),
+    ],
+)
+def test_report_timeout_flag(flag: str, value: float | None, error: str | None) -> None:
+    parser = build_parser()
+    assert "change how long an update handed to an SWLM may wait for its report (0: for ever)" in (
+        " ".join(parser.format_help().split())
+    )
+    assert "--device-report-timeout SECONDS" in parser.format_help()
+    flags = vars(parser.parse_args([f"--device-report-timeout={flag}"]))
+    if error is None:
+        assert _overrides(flags) == {("device", "report_timeout"): value}
+        assert load_config(None, overrides=_overrides(flags)).device.report_timeout == value
+    else:
+        with pytest.raises(ConfigError) as caught:
+            _overrides(flags)
+        assert str(caught.value) == f"Invalid device-report-timeout: {error}"
 
 
 def test_an_addition_out_of_range_names_file_line_section_and_key() -> None:
@@ -437,6 +556,10 @@ def test_an_addition_out_of_range_names_file_line_section_and_key() -> None:
         ("rvi", "timeout", "-9223372036854775808", -(2**63)),
         ("core", "timeout", "1", 1.0),
         ("core", "timeout", "0.25", 0.25),
+        ("device", "report_timeout", "0", 0.0),
+        ("device", "report_timeout", "0.0", 0.0),
+        ("device", "report_timeout", "86400", 86400.0),
+        ("device", "report_timeout", "0.5", 0.5),
         ("network", "socket_mode", "0o7777", 0o7777),
         ("network", "socket_mode", "0", 0),
         ("network", "socket_mode", "416", 0o640),
@@ -518,7 +641,7 @@ def test_bad_urls_are_refused_with_the_url_crate_text(url: str, problem: str) ->
         parse_config(f'[core]\nserver = "{url}"\n', "f.toml")
     assert str(caught.value) == (
         f"f.toml:2: [core] server: Toml decode error: Url parse error: {problem} "
-        "for the key `server`"
+        f"for the key `server`: expected {URL_FORM}"
     )
 
 
@@ -542,18 +665,21 @@ def test_good_urls_are_kept_as_written(url: str) -> None:
         ("0.0.0.0:0", "0.0.0.0", 0),
         ("[::1]:80", "::1", 80),
         ("[fe80::1]:65535", "fe80::1", 65535),
+        ("http://127.0.0.1:8888", "127.0.0.1", 8888),  # the 2016 guide's form
+        ("http://127.0.0.1:8888/", "127.0.0.1", 8888),
+        ("HTTP://[::1]:80", "::1", 80),
     ],
 )
 def test_socket_addresses(text: str, host: str, port: int) -> None:
     assert parse_socket_addr(text) == (host, port)
-    assert parse_config(f'[network]\nhttp_server = "{text}"\n').network.http_server == text
+    config = parse_config(f'[network]\nhttp_server = "{text}"\n[gateway]\nhttp = true\n')
+    assert config.network.http_server == text  # kept as written, for --print
 
 
 @pytest.mark.parametrize(
     "text",
     [
         "localhost:80",
-        "http://127.0.0.1:8888",
         "1.2.3.4",
         "1.2.3.4:",
         "1.2.3.4:99999",
@@ -563,15 +689,24 @@ def test_socket_addresses(text: str, host: str, port: int) -> None:
         "::1:80",
         ":80",
         "1.2.3:80",
+        "http://localhost:80",
+        "http://1.2.3.4",
+        "http://1.2.3.4:80/path",
+        "http://1.2.3.4:80//",
+        "http://1.2.3.4:80?q",
+        "http://user@1.2.3.4:80",
+        "https://1.2.3.4:80",
+        "http:/1.2.3.4:80",
     ],
 )
 def test_socket_addresses_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"^invalid IP address syntax$"):
         parse_socket_addr(text)
     with pytest.raises(ConfigError) as caught:
-        parse_config(f'[network]\nrvi_edge_server = "{text}"\n')
+        parse_config(f'[network]\nrvi_edge_server = "{text}"\n[gateway]\nrvi = true\n')
     assert caught.value.message == (
-        "Toml decode error: invalid IP address syntax for the key `rvi_edge_server`"
+        "Toml decode error: invalid IP address syntax for the key `rvi_edge_server`: "
+        "expected IP:port such as 127.0.0.1:9080, or http://127.0.0.1:9080"
     )
 
 
@@ -606,7 +741,8 @@ def test_unknown_package_managers(text: str) -> None:
         parse_config(f'[device]\npackage_manager = "{text}"\n', "f.toml")
     assert str(error.value) == (
         f"f.toml:2: [device] package_manager: Toml decode error: Parse error: "
-        f"unknown package manager: {text} for the key `package_manager`"
+        f"unknown package manager: {text} for the key `package_manager`: "
+        "expected off, deb, rpm, file:PATH or otb:REPODIR"
     )
 
 
@@ -886,7 +1022,8 @@ def test_an_error_is_one_line_whatever_the_file_holds() -> None:
         parse_config('[device]\npackage_manager = "yu\\nm\\u2028\\u001b[31m"\n', "a\nb.toml")
     assert str(caught.value) == (
         "a\\nb.toml:2: [device] package_manager: Toml decode error: Parse error: unknown "
-        "package manager: yu\\nm\\u2028\\x1b[31m for the key `package_manager`"
+        "package manager: yu\\nm\\u2028\\x1b[31m for the key `package_manager`: "
+        f"expected {PACKAGE_MANAGER_FORM}"
     )
     assert caught.value.message.startswith("Toml decode error: ")  # the raw text is kept
 
@@ -977,7 +1114,7 @@ def test_a_credentials_file_without_auth_section(tmp_path: Path) -> None:
         (
             '[auth]\nclient_id = 1\nclient_secret = "B"\n',
             "expected a value of type `string`, but found a value of type `integer` "
-            "for the key `client_id`",
+            "for the key `client_id`: expected a string in quotes",
         ),
     ],
 )
@@ -1181,10 +1318,18 @@ def test_printed_strings_are_escaped() -> None:
 _texts = st.text()
 _some_texts = st.text(min_size=1)
 _urls = st.sampled_from(["http://127.0.0.1:8080", "https://a.example/x?y=1", "http://[::1]:1/"])
-_addrs = st.one_of(
+_bare_addrs = st.one_of(
     st.builds("{}:{}".format, st.ip_addresses(v=4), st.integers(0, 65535)),
     st.builds("[{}]:{}".format, st.ip_addresses(v=6), st.integers(0, 65535)),
 )
+
+
+def _addrs(scheme: str) -> st.SearchStrategy[str]:
+    """``IP:port``, or the URL form with ``scheme`` and an optional trailing slash."""
+    urls = st.builds("{}://{}{}".format, st.just(scheme), _bare_addrs, st.sampled_from(["", "/"]))
+    return _bare_addrs | urls
+
+
 _managers = st.one_of(
     st.builds(PackageManager, st.sampled_from(["off", "deb", "rpm"])),
     st.builds(PackageManager, st.sampled_from(["file", "otb"]), _some_texts),
@@ -1214,15 +1359,16 @@ configs = st.builds(
         _texts,
         st.integers(1, 2**64 - 1),
         st.integers(1, 16),
+        st.floats(min_value=0, allow_infinity=False),
     ),
     gateway=st.builds(GatewayConfig, *[st.booleans()] * 6),
     network=st.builds(
         NetworkConfig,
-        _addrs,
-        _addrs,
+        _addrs("http"),
+        _addrs("http"),
         _texts,
         _texts,
-        _texts,
+        _addrs("ws") | _addrs("http"),
         st.integers(0, 0o7777),
         st.none() | _some_texts,
     ),

@@ -19,18 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sota_client import _config
-from sota_client._config import (
-    _SECTION_SETTINGS,
-    _SECTIONS,
-    Config,
-    ConfigError,
-    PackageManager,
-    _Setting,
-    config_to_toml,
-    load_config,
-    parse_config,
-)
+from sota_client import _config_kinds as kinds
+from sota_client._config import Config, ConfigError, config_to_toml, load_config, parse_config
+from sota_client._config_kinds import PackageManager
+from sota_client._config_schema import _SECTION_SETTINGS, _SECTIONS, _Setting
 
 FUZZ = settings(
     max_examples=200,
@@ -171,10 +163,17 @@ _urls = st.builds(
     st.one_of(st.just(""), st.integers(0, 65535).map(":{}".format)),
     st.sampled_from(["", "/", "/base", "/a/b?q=1"]),
 )
-_addrs = st.one_of(
+_bare_addrs = st.one_of(
     st.builds("{}:{}".format, st.ip_addresses(v=4), st.integers(0, 65535)),
     st.builds("[{}]:{}".format, st.ip_addresses(v=6), st.integers(0, 65535)),
 )
+
+
+def _addrs(*schemes: str) -> st.SearchStrategy[str]:
+    """``IP:port``, or a URL ``scheme://IP:port`` in any case, with an optional trailing ``/``."""
+    cased = st.sampled_from([form for s in schemes for form in (s, s.upper())])
+    urls = st.builds("{}://{}{}".format, cased, _bare_addrs, st.sampled_from(["", "/"]))
+    return _bare_addrs | urls
 
 
 def _same(values: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, Any]]:
@@ -188,26 +187,31 @@ def _integers(low: int, high: int) -> st.SearchStrategy[tuple[Any, Any]]:
 #: For each value kind: valid values as ``(what the file says, what the Config holds)``. A new
 #: kind must be added here, or test_every_kind_has_valid_values fails.
 VALID: dict[int, st.SearchStrategy[tuple[Any, Any]]] = {
-    id(_config._STRING): _same(st.text(max_size=20)),
-    id(_config._OPTIONAL_STRING): st.text(max_size=20).map(lambda text: (text, text or None)),
-    id(_config._URL): _same(_urls),
-    id(_config._SOCKET_ADDR): _same(_addrs),
-    id(_config._PACKAGE_MANAGER): _package_managers(),
-    id(_config._BOOL): _same(st.booleans()),
-    id(_config._U64): _integers(0, 2**64 - 1),
-    id(_config._I32): _integers(-(2**31), 2**31 - 1),
-    id(_config._I64): _integers(-(2**63), 2**63 - 1),
-    id(_config._SECONDS): st.one_of(
+    id(kinds.STRING): _same(st.text(max_size=20)),
+    id(kinds.OPTIONAL_STRING): st.text(max_size=20).map(lambda text: (text, text or None)),
+    id(kinds.URL): _same(_urls),
+    id(kinds.HTTP_SERVER_ADDR): _same(_addrs("http")),
+    id(kinds.RVI_EDGE_ADDR): _same(_addrs("http")),
+    id(kinds.WEBSOCKET_ADDR): _same(_addrs("http", "ws")),
+    id(kinds.PACKAGE_MANAGER): _package_managers(),
+    id(kinds.BOOL): _same(st.booleans()),
+    id(kinds.U64): _integers(0, 2**64 - 1),
+    id(kinds.I32): _integers(-(2**31), 2**31 - 1),
+    id(kinds.I64): _integers(-(2**63), 2**63 - 1),
+    id(kinds.SECONDS): st.one_of(
         st.floats(min_value=0, exclude_min=True, allow_infinity=False), st.integers(1, 10**9)
     ).map(lambda value: (value, float(value))),
-    id(_config._FILE_MODE): _file_modes(),
-    id(_config._DOWNLOAD_SIZE): _integers(1, 2**64 - 1),
-    id(_config._DOWNLOAD_SLOTS): _integers(1, 16),
+    id(kinds.REPORT_SECONDS): st.one_of(
+        st.floats(min_value=0, allow_infinity=False), st.integers(0, 10**9)
+    ).map(lambda value: (value, float(value))),
+    id(kinds.FILE_MODE): _file_modes(),
+    id(kinds.DOWNLOAD_SIZE): _integers(1, 2**64 - 1),
+    id(kinds.DOWNLOAD_SLOTS): _integers(1, 16),
 }
 
 
 #: The legacy key, read like a u64 and mapped onto ``core`` (key ``""``: not kept in [device]).
-_POLLING_INTERVAL = _Setting("device", "polling_interval", _config._U64, None, "", "")
+_POLLING_INTERVAL = _Setting("device", "polling_interval", kinds.U64, None, "", "")
 #: Per section: ``(setting, key in the Config)`` for every key a document may set.
 _KEYS: dict[str, list[tuple[_Setting, str]]] = {
     name: [(setting, setting.key) for setting in settings_]

@@ -35,8 +35,9 @@ class FakeInterpreter:
         self.polls = 0
         self.busy_at_poll: list[int] = []
 
-    async def execute(self, command: Command) -> Event | None:
+    async def execute(self, command: Command, *, quiet: bool = False) -> Event | None:
         assert isinstance(command, GetUpdateRequests)
+        assert quiet  # the poller logs its own failures, with the wait that follows
         self.polls += 1
         self.busy_at_poll.append(self.activity.busy)
         return next(self.answers)

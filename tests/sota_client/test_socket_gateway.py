@@ -30,7 +30,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from sota_client._errors import SotaError
 from sota_client.gateways import CommandServer
 from sota_client.gateways._socket import MAX_COMMAND_BYTES, Execute
-from sota_client.gateways._unix import raise_open_file_limit
+from sota_client.gateways._unix import bind_error, raise_open_file_limit
 from swlm_sdk.protocol import (
     Command,
     ErrorEvent,
@@ -309,7 +309,19 @@ async def test_a_missing_directory_is_a_clear_start_up_error(sock_dir: Path) -> 
     with pytest.raises(SotaError) as caught:
         await server.serve()
     assert str(caught.value) == (
-        f"couldn't open commands socket: {path}: No such file or directory"
+        f"couldn't open commands socket: {path}: the directory {path.parent} does not exist. "
+        f"Create it (e.g. install -d -m 0750 {path.parent}), or under systemd set "
+        f"RuntimeDirectory=missing in the unit, or change network.socket_commands_path"
+    )
+
+
+def test_a_directory_the_daemon_cannot_write_is_named(sock_dir: Path) -> None:
+    # Root writes anywhere, so the error is made, not provoked.
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    error = bind_error(str(sock_dir / "cmd.sock"), denied)
+    assert str(error) == (
+        f"couldn't open commands socket: {sock_dir / 'cmd.sock'}: Permission denied. "
+        f"The daemon's user must be able to write to {sock_dir}"
     )
 
 

@@ -687,6 +687,55 @@ def test_a_schema_1_journal_gets_explicit_states(db_path: Path) -> None:
         assert {r.update_id for r in journal.due_reports(math.inf, 10)} == {"c", "f"}
 
 
+def test_a_schema_2_journal_learns_who_holds_each_update(db_path: Path) -> None:
+    db_path.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        _migrate(db, MIGRATIONS[:2])
+        db.execute(
+            "INSERT INTO updates (update_id, state, since) VALUES"
+            " ('a', 'delivered', 1.0), ('b', 'report_pending', 2.0), ('c', 'reported', 3.0)"
+        )
+        db.execute(
+            "INSERT INTO downloads (update_id, state, path, size, started_at, updated_at)"
+            " VALUES ('d', 'downloading', '/p/d', 500, 7, 7)"
+        )
+    finally:
+        db.close()
+    with Journal.open(db_path) as journal:
+        holders = {r.update_id: (r.holder, r.since) for r in journal.updates()}
+        assert holders == {
+            "a": ("the SWLM", 1.0),
+            "b": ("the daemon (sending its report to Core)", 2.0),
+            "c": ("Core", 3.0),
+        }
+        record = journal.download("d")
+        assert record is not None
+        assert (record.received, record.total) == (0, None)
+
+
+def test_each_transition_records_who_holds_the_update(db_path: Path) -> None:
+    with Journal.open(db_path) as journal:
+        journal.begin_download("u1", "/p/u1")
+        assert _holder(journal, "u1") == "the daemon (downloading)"
+        journal.finish_download("u1", 1, "00", event=("DownloadComplete", b"e"))
+        (event,) = journal.events()
+        journal.event_delivered(event.id, holder="the SWLM at /run/sota/events.socket")
+        assert _holder(journal, "u1") == "the SWLM at /run/sota/events.socket"
+        journal.begin_install("u1", holder="the package manager deb")
+        assert _holder(journal, "u1") == "the package manager deb"
+        journal.finish_install("u1", b"[]")
+        assert _holder(journal, "u1") == "the daemon (sending its report to Core)"
+        journal.report_accepted("u1")
+        assert _holder(journal, "u1") == "Core"
+
+
+def _holder(journal: Journal, update_id: str) -> str:
+    record = journal.update(update_id)
+    assert record is not None
+    return record.holder
+
+
 def test_every_write_passes_a_kill_point(db_path: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     program = """

@@ -1,18 +1,30 @@
-"""sd_notify without libsystemd: messages reach a real datagram socket, as systemd's would."""
+"""sd_notify without libsystemd: messages reach a real datagram socket, as systemd's would, and a
+receiver that stops reading never makes the daemon wait."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from sota_client import _systemd
 from sota_client._systemd import notify, watchdog
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+
+@pytest.fixture(autouse=True)
+def fresh_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kept states and no earlier warning from another test."""
+    monkeypatch.setattr(_systemd, "_notifier", _systemd._Notifier())
 
 
 @pytest.fixture
@@ -30,6 +42,36 @@ def notify_socket(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
         sock.settimeout(10)
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
         yield sock
+
+
+def fill_queue() -> int:
+    """Send to ``$NOTIFY_SOCKET`` until its queue refuses more; the number of datagrams sent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        filler.connect(os.environ["NOTIFY_SOCKET"])
+        filler.setblocking(False)
+        sent = 0
+        while True:
+            try:
+                filler.send(b"filler")
+            except BlockingIOError:
+                return sent
+            sent += 1
+
+
+def queue_is_full() -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.connect(os.environ["NOTIFY_SOCKET"])
+        probe.setblocking(False)
+        try:
+            probe.send(b"probe")
+        except BlockingIOError:
+            return True
+    return False
+
+
+def drain(sock: socket.socket, count: int) -> None:
+    for _ in range(count):
+        assert sock.recv(4096) == b"filler"
 
 
 @pytest.mark.usefixtures("no_systemd")
@@ -57,27 +99,181 @@ def test_notify_without_systemd_does_nothing() -> None:
 
 
 @pytest.mark.usefixtures("no_systemd")
-def test_notify_to_a_missing_socket_is_false(
+def test_a_missing_socket_is_false_and_nothing_is_kept(
     sock_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_dir / "nobody"))
+    """Nobody there is not a full queue: nothing to send again to a socket that does not exist."""
+    path = sock_dir / "nobody"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     assert notify("READY=1") is False
     assert "couldn't notify systemd" in caplog.text
+    assert "unset NOTIFY_SOCKET" in caplog.text
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(10)
+        assert notify("STATUS=Running") is True
+        assert sock.recv(4096) == b"STATUS=Running"
+
+
+class SpySocket(socket.socket):
+    """A real socket that records, for each send, whether it could have waited."""
+
+    sends: list[bool]
+
+    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        SpySocket.sends.append(self._could_wait(flags))
+        return super().send(data, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        SpySocket.sends.append(self._could_wait(flags))
+        super().sendall(data, flags)
+
+    def _could_wait(self, flags: int) -> bool:
+        return self.gettimeout() != 0.0 and not flags & socket.MSG_DONTWAIT
 
 
 @pytest.mark.usefixtures("no_systemd")
-def test_a_full_notify_queue_does_not_block_for_ever(
+def test_a_full_queue_never_makes_notify_wait(
     notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """systemd not reading: the message is given up after NOTIFY_TIMEOUT, not waited for."""
-    monkeypatch.setattr(_systemd, "NOTIFY_TIMEOUT", 0.05)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
-        filler.connect(os.environ["NOTIFY_SOCKET"])
-        filler.setblocking(False)
-        with pytest.raises(BlockingIOError):  # noqa: PT012 - fill the queue until it refuses
-            while True:
-                filler.send(b"x" * 1024)
-    assert notify("WATCHDOG=1") is False
+    """systemd not reading: the send is non-blocking, so it fails at once, nothing is read
+    meanwhile, and READY=1 is kept for the next message."""
+    filled = fill_queue()
+    SpySocket.sends = []
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "socket", SpySocket)
+        assert notify("READY=1", "STATUS=Starting") is False
+    assert SpySocket.sends == [False]  # one send, on a socket that cannot wait
+    assert queue_is_full()  # the call returned while nobody read
+
+    drain(notify_socket, filled)
+    assert notify("STATUS=Running") is True
+    # READY=1 arrives after all; the dropped STATUS=Starting does not (Running replaced it).
+    assert notify_socket.recv(4096) == b"READY=1\nSTATUS=Running"
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_only_status_is_dropped_on_a_full_queue(notify_socket: socket.socket) -> None:
+    filled = fill_queue()
+    assert notify("STATUS=Downloading update u1: 40%") is False
+    drain(notify_socket, filled)
+    assert notify("STATUS=Running") is True
+    assert notify_socket.recv(4096) == b"STATUS=Running"
+
+    filled = fill_queue()
+    for states in (("READY=1", "STATUS=Starting"), ("WATCHDOG=1",), ("STOPPING=1",)):
+        assert notify(*states) is False
+    drain(notify_socket, filled)
+    assert notify("STATUS=Stopping") is True
+    assert notify_socket.recv(4096) == b"READY=1\nWATCHDOG=1\nSTOPPING=1\nSTATUS=Stopping"
+    assert notify("STATUS=Stopped") is True  # delivered: not kept any more
+    assert notify_socket.recv(4096) == b"STATUS=Stopped"
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_a_full_queue_warns_once_with_advice_then_debug(
+    notify_socket: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sota_client._systemd")
+    filled = fill_queue()
+    assert notify("READY=1") is False
+    assert notify("STATUS=Running") is False
+    drain(notify_socket, filled)
+    assert notify("STATUS=Running") is True
+    assert notify_socket.recv(4096) == b"READY=1\nSTATUS=Running"
+    filled = fill_queue()
+    assert notify("STOPPING=1") is False
+    drain(notify_socket, filled)
+    assert notify() is True
+    assert notify_socket.recv(4096) == b"STOPPING=1"
+
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in records] == [
+        logging.WARNING,
+        logging.DEBUG,
+        logging.INFO,
+        logging.DEBUG,
+        logging.DEBUG,
+    ]
+    warning = records[0][1]
+    assert "couldn't notify systemd" in warning
+    assert "READY=1 kept and sent again" in warning
+    assert "keep reading it, or unset it" in warning  # what to do about it
+    assert records[2][1] == "systemd got READY=1 after all"
+
+
+# -- sending kept states again ------------------------------------------------------------------
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_systemd, "RETRY_FIRST", 0.001)
+    monkeypatch.setattr(_systemd, "RETRY_MAX", 0.01)
+
+
+async def receive(sock: socket.socket) -> bytes:
+    """The next datagram, without blocking the event loop (the resender runs in it)."""
+    with anyio.fail_after(10):
+        while True:
+            try:
+                return sock.recv(4096)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_systemd", "quick_retries")
+async def test_a_kept_ready_is_sent_again_without_another_message(
+    notify_socket: socket.socket,
+) -> None:
+    """systemd needs READY=1 even if the daemon never notifies again: the watchdog task (on
+    even with the watchdog off) sends it once the queue has room."""
+    notify_socket.setblocking(False)
+    filled = fill_queue()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watchdog)
+        await anyio.wait_all_tasks_blocked()  # the resender waits for something to send
+        assert notify("READY=1", "STATUS=Starting") is False
+        for _ in range(filled):
+            assert await receive(notify_socket) == b"filler"
+        assert await receive(notify_socket) == b"READY=1"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_systemd", "quick_retries")
+async def test_a_state_kept_before_the_resender_starts_is_sent(
+    notify_socket: socket.socket,
+) -> None:
+    notify_socket.setblocking(False)
+    filled = fill_queue()
+    assert notify("READY=1") is False  # no event loop task yet
+    for _ in range(filled):
+        assert await receive(notify_socket) == b"filler"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watchdog)
+        assert await receive(notify_socket) == b"READY=1"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_systemd", "quick_retries")
+async def test_notify_from_another_thread_does_not_wait_and_is_not_lost(
+    notify_socket: socket.socket,
+) -> None:
+    """From a worker thread the resender is not woken (that would mean waiting for the event
+    loop); the kept state goes out with the next message."""
+    notify_socket.setblocking(False)
+    filled = fill_queue()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watchdog)
+        await anyio.wait_all_tasks_blocked()
+        assert await anyio.to_thread.run_sync(notify, "STOPPING=1") is False
+        for _ in range(filled):
+            assert await receive(notify_socket) == b"filler"
+        assert notify("STATUS=Stopping") is True
+        assert await receive(notify_socket) == b"STOPPING=1\nSTATUS=Stopping"
+        tg.cancel_scope.cancel()
 
 
 # -- the watchdog ------------------------------------------------------------------------------
@@ -114,10 +310,13 @@ async def test_watchdog_pings(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -
 async def test_watchdog_off(
     notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]
 ) -> None:
+    """No pings; only the resender runs, waiting for a state to send again."""
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    with anyio.fail_after(10):
-        await watchdog()  # returns at once
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watchdog)
+        await anyio.wait_all_tasks_blocked()  # a pinger would have sent its first ping by now
+        tg.cancel_scope.cancel()
     notify_socket.setblocking(False)
     with pytest.raises(BlockingIOError):
         notify_socket.recv(4096)

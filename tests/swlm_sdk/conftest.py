@@ -1,4 +1,8 @@
-"""Fixtures for the SDK's I/O tests: short socket directories, the fake daemon, a 2016 peer."""
+"""Fixtures for the SDK's I/O tests: a 2016 peer on either socket.
+
+The fake daemon fixtures (``fake_daemon``, ``sync_fake_daemon``) come from the SDK's pytest
+plugin, loaded by its entry point as for a vendor.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import anyio
-import anyio.from_thread
 import pytest
-
-from swlm_sdk.testing import (
-    FakeDaemon,
-    fake_daemon,  # noqa: F401 - the fixture vendors get
-)
 
 UDS_LIMIT = 107
 
@@ -88,12 +85,3 @@ def deliver_2016(path: str, payload: bytes) -> None:
         sock.connect(path)
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
-
-
-@pytest.fixture
-def threaded_fake(sock_dir: Path) -> Iterator[FakeDaemon]:
-    """A fake daemon served from a background event loop, for blocking callers."""
-    with anyio.from_thread.start_blocking_portal() as portal:
-        daemon = FakeDaemon(sock_dir)
-        with portal.wrap_async_context_manager(daemon):
-            yield daemon

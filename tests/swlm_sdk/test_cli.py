@@ -10,12 +10,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
-from swlm_sdk import ErrorEvent, ResultCode
+from swlm_sdk import DaemonUnavailable, DownloadComplete, DownloadFailed, ErrorEvent, ResultCode
 from swlm_sdk.__main__ import main
 from swlm_sdk.protocol import GetUpdateRequests, SendUpdateReport
-from swlm_sdk.testing import FakeDaemon
+from swlm_sdk.testing import FakeDaemon, SyncFakeDaemon
 
 from .conftest import deliver_2016
 
@@ -39,43 +41,48 @@ def test_codes_table(capsys: pytest.CaptureFixture[str]) -> None:
         assert line.split(None, 2) == [str(result.value), result.name, result.description]
 
 
-def test_report(threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
-    config = threaded_fake.config_path
+def test_report(sync_fake_daemon: SyncFakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    config = sync_fake_daemon.config_path
     assert run(capsys, "--config", config, "report", "u1", "OK") == (0, "UpdateReportSent\n", "")
     code, _, _ = run(capsys, "report", "--config", config, "u2", "install_failed", "dpkg:", "no")
     assert code == 0
-    assert threaded_fake.requests == [b"SendUpdateReport u1 0", b"SendUpdateReport u2 4 dpkg: no"]
+    assert sync_fake_daemon.requests == [
+        b"SendUpdateReport u1 0",
+        b"SendUpdateReport u2 4 dpkg: no",
+    ]
 
 
 def test_report_with_env_and_socket_override(
-    threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    sync_fake_daemon: SyncFakeDaemon,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SOTA_CONFIG", threaded_fake.config_path)
+    monkeypatch.setenv("SOTA_CONFIG", sync_fake_daemon.config_path)
     assert run(capsys, "report", "u1", "0")[0] == 0
     monkeypatch.setenv("SOTA_CONFIG", "/nonexistent/sota.toml")
     code, _, err = run(
-        capsys, "report", "--commands-socket", threaded_fake.commands_socket, "u2", "1"
+        capsys, "report", "--commands-socket", sync_fake_daemon.commands_socket, "u2", "1"
     )
     assert (code, err) == (0, "")
-    assert len(threaded_fake.reports) == 2
+    assert len(sync_fake_daemon.reports) == 2
 
 
-def test_packages(threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
-    config = threaded_fake.config_path
+def test_packages(sync_fake_daemon: SyncFakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    config = sync_fake_daemon.config_path
     assert run(capsys, "-c", config, "packages", "a", "1", "b", "2.0")[:2] == (
         0,
         "InstalledPackagesSent\n",
     )
-    assert threaded_fake.requests == [b"SendInstalledPackages a 1 b 2.0"]
+    assert sync_fake_daemon.requests == [b"SendInstalledPackages a 1 b 2.0"]
     code, _, err = run(capsys, "-c", config, "packages", "a", "1", "b")
     assert code == 2
     assert "odd number" in err
 
 
 def test_send_prints_the_reply_as_it_came(
-    threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+    sync_fake_daemon: SyncFakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = threaded_fake.config_path
+    config = sync_fake_daemon.config_path
     assert run(capsys, "-c", config, "send", "getreq") == (0, '"NoUpdateRequests"\n', "")
     assert run(capsys, "-c", config, "send", "foo")[:2] == (
         1,
@@ -83,18 +90,18 @@ def test_send_prints_the_reply_as_it_came(
     )
     assert run(capsys, "-c", config, "send", "dl 5")[0] == 1  # DownloadFailed
     assert run(capsys, "-c", config, "send", "shutdown") == (0, "\n", "")
-    assert threaded_fake.commands[0] == GetUpdateRequests()
+    assert sync_fake_daemon.commands[0] == GetUpdateRequests()
 
 
 def test_daemon_error_is_exit_1(
-    threaded_fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+    sync_fake_daemon: SyncFakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    threaded_fake.set_reply(SendUpdateReport, ErrorEvent("HTTP client error: 500"))
-    code, out, err = run(capsys, "-c", threaded_fake.config_path, "report", "u1", "OK")
+    sync_fake_daemon.set_reply(SendUpdateReport, ErrorEvent("HTTP client error: 500"))
+    code, out, err = run(capsys, "-c", sync_fake_daemon.config_path, "report", "u1", "OK")
     assert (code, out) == (1, "")
     assert "Error: HTTP client error: 500" in err
-    threaded_fake.set_reply(SendUpdateReport, "Unknown Command: nope")
-    code, _, err = run(capsys, "-c", threaded_fake.config_path, "report", "u1", "OK")
+    sync_fake_daemon.set_reply(SendUpdateReport, "Unknown Command: nope")
+    code, _, err = run(capsys, "-c", sync_fake_daemon.config_path, "report", "u1", "OK")
     assert code == 1
     assert "rejected the command: Unknown Command: nope" in err
 
@@ -226,3 +233,66 @@ def test_listen_readable_lines(sock_dir: Path) -> None:
         "DownloadComplete update_id=u1 update_image='/a b' signature=''",
         "DownloadFailed update_id=u2 reason='IO error'",
     ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("stdout", "event", "message"),
+    [
+        pytest.param(
+            "closed pipe",  # `swlm listen --json | true`
+            DownloadComplete("u-7", "/var/sota/u-7"),
+            "swlm: couldn't pass on DownloadComplete for update u-7: "
+            "stdout is closed (broken pipe)",
+            id="broken-pipe",
+        ),
+        pytest.param(
+            "/dev/full",  # `swlm listen >> events.log` on a full disk
+            DownloadFailed("u-8", "IO error"),
+            "swlm: couldn't pass on DownloadFailed for update u-8: "
+            "cannot write to stdout: No space left on device",
+            id="disk-full",
+        ),
+        pytest.param(
+            "closed pipe",
+            b'{"version":"0.2","event":"Future","data":{"x":1}}',
+            "swlm: couldn't pass on Future: stdout is closed (broken pipe)",
+            id="unknown-event",
+        ),
+    ],
+)
+async def test_listen_that_cannot_write_an_event_names_it_and_fails(
+    fake_daemon: FakeDaemon,
+    stdout: str,
+    event: DownloadComplete | DownloadFailed | bytes,
+    message: str,
+) -> None:
+    if stdout == "closed pipe":
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+    else:
+        write_end = os.open(stdout, os.O_WRONLY)
+    try:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "swlm_sdk", "listen", "--json", "-c", fake_daemon.config_path],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    finally:
+        os.close(write_end)
+    async with process:
+        assert process.stderr is not None
+        stderr = BufferedByteReceiveStream(process.stderr)
+        with anyio.fail_after(20):
+            ready = await stderr.receive_until(b"\n", 1 << 16)
+            assert ready == f"swlm: listening on {fake_daemon.events_socket}".encode()
+            await fake_daemon.deliver(event)
+            assert await process.wait() == 5
+            rest = b"".join([chunk async for chunk in stderr])
+    assert rest.decode().splitlines() == [message]
+    # It stopped listening: the daemon keeps what comes next instead of handing it to nobody.
+    with pytest.raises(DaemonUnavailable):
+        await fake_daemon.deliver(DownloadComplete("u-9", "/var/sota/u-9"))

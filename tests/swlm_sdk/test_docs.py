@@ -54,7 +54,7 @@ def examples(kind: str) -> list[str]:
 
 def test_the_doc_has_its_examples() -> None:
     kinds = sorted(k for k, _, _ in EXAMPLE.findall(DOC.read_text()))
-    assert kinds == ["app", "conftest", "listener", "pytest", "script", "shell"]
+    assert kinds == ["app", "listener", "pytest", "pytest_sync", "script", "shell"]
 
 
 @pytest.fixture
@@ -158,18 +158,28 @@ async def test_shell_example(sock_dir: Path, fake_daemon: FakeDaemon, env: dict[
     assert not exists(fake_daemon.events_socket)
 
 
-async def test_pytest_example(sock_dir: Path, env: dict[str, str]) -> None:
-    [conftest] = examples("conftest")
+async def test_pytest_examples(sock_dir: Path, env: dict[str, str]) -> None:
+    """A vendor's project: the tutorial's SWLM and the two test files, and no conftest.py, since
+    the fixtures come from the SDK's pytest entry point."""
+    [app] = examples("app")
     [test] = examples("pytest")
+    [sync_test] = examples("pytest_sync")
     project = sock_dir / "vendor"
     project.mkdir()
-    (project / "conftest.py").write_text(conftest)
+    (project / "my_swlm.py").write_text(app)
     (project / "test_my_swlm.py").write_text(test)
+    (project / "test_my_swlm_sync.py").write_text(sync_test)
+    env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
     result = await anyio.run_process(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", str(project)],
         cwd=project,
         env=env,
         check=False,
     )
-    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    assert b"1 passed" in result.stdout
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    assert "test_my_swlm.py::test_installs_and_reports PASSED" in output
+    assert "test_my_swlm_sync.py::test_install_copies_the_image_or_refuses_an_empty_one PASSED" in (
+        output
+    )
+    assert "2 passed" in output

@@ -19,13 +19,13 @@ from swlm_sdk import (
     sync,
 )
 from swlm_sdk.protocol import GetUpdateRequests, NoUpdateRequests
-from swlm_sdk.testing import FakeDaemon
+from swlm_sdk.testing import SyncFakeDaemon
 
 from .conftest import deliver_2016
 
 
-def test_send_update_report(threaded_fake: FakeDaemon) -> None:
-    fake = threaded_fake
+def test_send_update_report(sync_fake_daemon: SyncFakeDaemon) -> None:
+    fake = sync_fake_daemon
     reply = sync.send_update_report("u1", ResultCode.OK, commands_socket=fake.commands_socket)
     assert reply == UpdateReportSent()
     assert sync.send_installed_packages([("a", "1")], config=fake.config_path).name == (

@@ -5,23 +5,35 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
+import threading
 from pathlib import Path
 
 import anyio
 import pytest
 
-from swlm_sdk import DaemonUnavailable, DownloadComplete, EventListener, ResultCode, send_raw
+import swlm_sdk.testing
+from swlm_sdk import (
+    DaemonUnavailable,
+    DownloadComplete,
+    EventListener,
+    InstallError,
+    ResultCode,
+    SwlmError,
+    send_raw,
+    sync,
+)
+from swlm_sdk.app import App
 from swlm_sdk.protocol import (
     Command,
     ErrorEvent,
     GetUpdateRequests,
+    Package,
     SendUpdateReport,
     Shutdown,
     StartDownload,
     UpdateReport,
 )
-from swlm_sdk.testing import FakeDaemon
+from swlm_sdk.testing import FakeDaemon, SyncFakeDaemon
 
 REPO = Path(__file__).parents[2]
 
@@ -110,32 +122,130 @@ async def test_private_directory_and_config(sock_dir: Path) -> None:
     assert not await anyio.Path(fake.directory).exists()
 
 
-def test_pytest_plugin_for_vendors(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["swlm_sdk.testing"]\n')
-    (tmp_path / "test_vendor.py").write_text(
-        textwrap.dedent(
-            """
-            import pytest
-            from swlm_sdk import ResultCode
-            from swlm_sdk.protocol import SendUpdateReport
-            from swlm_sdk.sync import send_update_report
-            from swlm_sdk.testing import FakeDaemon
+def test_sync_fake_daemon_serves_an_app_with_a_sync_handler(
+    sync_fake_daemon: SyncFakeDaemon, tmp_path: Path
+) -> None:
+    fake = sync_fake_daemon
+    app = App(tmp_path / "state", config=fake.config_path)
+    handled_in: list[threading.Thread] = []
 
-            @pytest.fixture
-            def anyio_backend():
-                return "asyncio"
+    @app.on_download_complete
+    def install(event: DownloadComplete) -> ResultCode:
+        handled_in.append(threading.current_thread())
+        if event.update_image == "":
+            raise InstallError(ResultCode.VALIDATION_FAILED, "no image")
+        return ResultCode.OK
 
-            @pytest.mark.anyio
-            async def test_report(fake_daemon: FakeDaemon) -> None:
-                from swlm_sdk import send_update_report
-                await send_update_report("u1", ResultCode.OK,
-                                         commands_socket=fake_daemon.commands_socket)
-                [cmd] = await fake_daemon.wait_for(SendUpdateReport)
-                assert cmd.report.update_id == "u1"
-            """
-        )
-    )
+    @app.installed_packages
+    def packages() -> list[tuple[str, str]]:
+        return [("fw", "1.0")]
+
+    with fake.serving(app) as served:
+        assert served is app
+        fake.deliver(DownloadComplete("u1", "/var/sota/u1"))
+        fake.deliver(DownloadComplete("u2", ""))
+        fake.wait_for(SendUpdateReport, count=2)
+    assert {report.update_id: report for report in fake.reports} == {
+        "u1": UpdateReport.single("u1", ResultCode.OK),
+        "u2": UpdateReport.single("u2", ResultCode.VALIDATION_FAILED, "no image"),
+    }
+    assert fake.package_lists[0] == (Package("fw", "1.0"),)
+    assert threading.current_thread() not in handled_in
+    # Stopped on the way out: nothing listens any more.
+    with pytest.raises(DaemonUnavailable):
+        fake.deliver(DownloadComplete("u3", "/var/sota/u3"))
+
+
+def test_sync_fake_daemon_serving_passes_on_what_the_app_raises(
+    sync_fake_daemon: SyncFakeDaemon, tmp_path: Path
+) -> None:
+    app = App(tmp_path / "state", config=sync_fake_daemon.config_path)
+    with pytest.raises(SwlmError, match="no install handler"), sync_fake_daemon.serving(app):
+        pass
+
+
+def test_sync_fake_daemon_serving_gives_up_on_an_app_that_does_not_stop(
+    sync_fake_daemon: SyncFakeDaemon, tmp_path: Path
+) -> None:
+    app = App(tmp_path / "state", config=sync_fake_daemon.config_path)
+    started, release = threading.Event(), threading.Event()
+
+    @app.on_download_complete
+    def install(event: DownloadComplete) -> None:
+        started.set()
+        release.wait(30)
+
+    def serve_one_stuck_install() -> None:
+        with sync_fake_daemon.serving(app, within=0.05):
+            sync_fake_daemon.deliver(DownloadComplete("u1", "/var/sota/u1"))
+            assert started.wait(10)
+
+    try:
+        with pytest.raises(TimeoutError, match=r"did not stop within 0\.05 s"):
+            serve_one_stuck_install()
+    finally:
+        release.set()
+
+
+def test_sync_fake_daemon_outside_with(sock_dir: Path) -> None:
+    fake = SyncFakeDaemon(sock_dir)
+    with pytest.raises(RuntimeError, match="first"):
+        fake.wait_for()
+    with fake:
+        assert fake.config_path == str(sock_dir / "sota.toml")
+        assert sync.send_raw(b"getreq", config=fake.config_path) == b'"NoUpdateRequests"'
+        assert fake.wait_for(GetUpdateRequests) == [GetUpdateRequests()]
+        with pytest.raises(RuntimeError, match="already running"):
+            fake.__enter__()
+    assert not os.path.exists(fake.commands_socket)
+
+
+def test_the_plugin_loads_from_its_entry_point(pytestconfig: pytest.Config) -> None:
+    # Registered under the module's own name, so that a `pytest_plugins` line naming the
+    # module finds it loaded instead of registering it a second time.
+    plugin = pytestconfig.pluginmanager.get_plugin("swlm_sdk.testing")
+    assert plugin is swlm_sdk.testing
+    [dist] = [d for p, d in pytestconfig.pluginmanager.list_plugin_distinfo() if p is plugin]
+    assert dist.metadata["Name"] == "sota-client"
+
+
+VENDOR_TESTS = """
+import pytest
+from swlm_sdk import ResultCode, send_update_report
+from swlm_sdk.protocol import SendUpdateReport, UpdateReport
+from swlm_sdk.testing import FakeDaemon, SyncFakeDaemon
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+@pytest.mark.anyio
+async def test_async(fake_daemon: FakeDaemon) -> None:
+    await send_update_report("u1", ResultCode.OK, commands_socket=fake_daemon.commands_socket)
+    [cmd] = await fake_daemon.wait_for(SendUpdateReport)
+    assert cmd.report.update_id == "u1"
+
+def test_sync(sync_fake_daemon: SyncFakeDaemon) -> None:
+    from swlm_sdk.sync import send_update_report
+    send_update_report("u2", "INSTALL_FAILED", config=sync_fake_daemon.config_path)
+    assert sync_fake_daemon.reports == [UpdateReport.single("u2", ResultCode.INSTALL_FAILED)]
+"""
+
+
+@pytest.mark.parametrize(
+    "conftest",
+    [
+        pytest.param(None, id="entry-point"),
+        # What the docs asked for before the entry point: it must not register it twice.
+        pytest.param('pytest_plugins = ["swlm_sdk.testing"]\n', id="old-conftest-line"),
+    ],
+)
+def test_pytest_plugin_for_vendors(tmp_path: Path, conftest: str | None) -> None:
+    if conftest is not None:
+        (tmp_path / "conftest.py").write_text(conftest)
+    (tmp_path / "test_vendor.py").write_text(VENDOR_TESTS)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
@@ -146,4 +256,4 @@ def test_pytest_plugin_for_vendors(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout

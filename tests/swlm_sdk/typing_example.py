@@ -23,8 +23,8 @@ from swlm_sdk import (
     sync,
 )
 from swlm_sdk.app import Outcome
-from swlm_sdk.protocol import Command, GetUpdateRequests, SendUpdateReport
-from swlm_sdk.testing import FakeDaemon
+from swlm_sdk.protocol import Command, GetUpdateRequests, SendUpdateReport, UpdateReport
+from swlm_sdk.testing import FakeDaemon, SyncFakeDaemon
 
 app = App("/var/lib/example-swlm", config="/etc/sota.toml", concurrency=1)
 
@@ -72,3 +72,12 @@ def sync_api() -> None:
         for event in events:
             assert_type(event, Event)
         assert_type(events.receive(timeout=1.0), Event | None)
+
+
+def sync_testing(fake: SyncFakeDaemon) -> None:
+    with fake.serving(App("/tmp/state", config=fake.config_path)) as served:
+        assert_type(served, App)
+        fake.deliver(DownloadComplete("u1", "/image"))
+        assert_type(fake.wait_for(SendUpdateReport), list[SendUpdateReport])
+        assert_type(fake.wait_for(), list[Command])
+    assert_type(fake.reports, list[UpdateReport])
