@@ -78,6 +78,14 @@ def keep_reading(notify: socket.socket) -> tuple[threading.Event, threading.Thre
     return ready, reader
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now, for the HMI's two gateways."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def daemon_line(line: str) -> bool:
     """The daemon's story, without the HTTP chatter."""
     return (
@@ -129,6 +137,7 @@ def run(work: Path, children: list[subprocess.Popen[bytes]]) -> int:
 
         # The device side: the daemon's config, as an integrator writes /etc/sota.toml.
         config = work / "sota.toml"
+        hmi_port = free_port()
         config.write_text(
             f"""[auth]
 server = "{core.url}"
@@ -148,10 +157,14 @@ system_info = ""
 
 [gateway]
 socket = true
+http = true
+websocket = true
 
 [network]
 socket_commands_path = "{work}/commands.socket"
 socket_events_path = "{work}/events.socket"
+http_server = "127.0.0.1:{hmi_port}"
+websocket_server = "127.0.0.1:{free_port()}"
 """
         )
 
@@ -193,6 +206,7 @@ socket_events_path = "{work}/events.socket"
         echo("daemon", daemon.stderr, daemon_line)
         wait_until("READY=1 from the daemon", ready.is_set, daemon)
         say("daemon", "sota_client is ready (sd_notify READY=1)")
+        say("daemon", f"the web HMI is at http://127.0.0.1:{hmi_port}/ while the demo runs")
 
         request_id = core.queue_update(DEVICE, "ecu-main", "1.1.0")
         say("core", f"operator queued ecu-main 1.1.0 for the device: update {request_id}")

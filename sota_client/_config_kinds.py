@@ -24,6 +24,7 @@ __all__ = [
     "I32",
     "I64",
     "OPTIONAL_STRING",
+    "ORIGINS",
     "PACKAGE_MANAGER",
     "REPORT_SECONDS",
     "RVI_EDGE_ADDR",
@@ -34,6 +35,7 @@ __all__ = [
     "WEBSOCKET_ADDR",
     "Explained",
     "Kind",
+    "NotALocalAddress",
     "PackageManager",
     "PackageManagerKind",
     "parse_socket_addr",
@@ -44,6 +46,11 @@ __all__ = [
 class Explained(ValueError):
     """A problem whose text already says what was expected (``expected ..., but found ...``):
     the reader adds no ``expected <form>`` after it."""
+
+
+class NotALocalAddress(Explained):
+    """A URL where a local listen address belongs, as the 2016 guide printed for
+    ``websocket_server``: the default is used, with a warning, even while the gateway is on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +286,15 @@ def _listen_addr_kind(example: str, scheme: str) -> Kind:
     schemes = tuple(dict.fromkeys(("http", scheme)))
 
     def check(text: str) -> str:
-        parse_socket_addr(text, schemes=schemes)
+        try:
+            parse_socket_addr(text, schemes=schemes)
+        except ValueError:
+            if scheme == "ws" and _LISTEN_URL.fullmatch(text):
+                raise NotALocalAddress(
+                    f"{text!r} is a URL, but this is the local address the websocket gateway "
+                    f"listens on (the 2016 guide calls it the Core server's websocket, wrongly)"
+                ) from None
+            raise
         return text  # kept as written, for --print
 
     return Kind(
@@ -314,6 +329,40 @@ URL = Kind(
     toml_string,
     "an absolute URL such as http://127.0.0.1:8080 or https://sota.example.com",
     flag_label=" URL",
+)
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def _check_origins(value: list[Any] | str) -> tuple[str, ...]:
+    """Web origins (``scheme://host[:port]``, no path), as a TOML array or comma-separated."""
+    items = value.split(",") if isinstance(value, str) else value
+    origins = []
+    for item in items:
+        if not isinstance(item, str):
+            raise Explained(f"expected an array of origins in quotes, but found {item!r}")
+        origin = item.strip().rstrip("/")
+        if not _ORIGIN.fullmatch(origin):
+            raise Explained(
+                f"expected web origins such as http://127.0.0.1:8888 (scheme, host and port, "
+                f"no path), but found {item!r}"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _dump_origins(value: tuple[str, ...]) -> str:
+    return "[" + ", ".join(toml_string(origin) for origin in value) + "]"
+
+
+ORIGINS = Kind(
+    "array",
+    (list,),
+    _check_origins,
+    _check_origins,
+    _dump_origins,
+    'an array of web origins such as ["http://127.0.0.1:8888"]',
 )
 HTTP_SERVER_ADDR = _listen_addr_kind("127.0.0.1:8888", "http")
 RVI_EDGE_ADDR = _listen_addr_kind("127.0.0.1:9080", "http")

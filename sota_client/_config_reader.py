@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sota_client._config_errors import ConfigError, location, one_line
-from sota_client._config_kinds import U64, Explained, Kind
+from sota_client._config_kinds import U64, Explained, Kind, NotALocalAddress
 from sota_client._config_schema import (
     _SECTION_SETTINGS,
     _SECTIONS,
@@ -181,10 +181,12 @@ def _toml_type(value: object) -> str:
     return names.get(type(value), "table" if isinstance(value, dict) else "datetime")
 
 
-def _checked(key: str, kind: Kind, raw: Any) -> tuple[Any, str | None]:
-    """``(value, None)``, or ``(None, message)``: the 2016 ``Toml decode error: <problem> for the
-    key `<key>``` followed, unless the problem already says it, by ``: expected <form>``."""
+def _checked(key: str, kind: Kind, raw: Any) -> tuple[Any, str | None, bool]:
+    """``(value, None, False)``, or ``(None, message, use_default)``: the 2016 ``Toml decode
+    error: <problem> for the key `<key>``` followed, unless the problem already says it, by
+    ``: expected <form>``; ``use_default`` for a known mistake that is a warning, never fatal."""
     expected = f": expected {kind.form}"
+    use_default = False
     if raw is ABSENT:  # only the credentials file requires keys
         problem, expected = f"expected a value of type `{kind.expected}`", ""
     elif not isinstance(raw, kind.accepts) or (isinstance(raw, bool) and bool not in kind.accepts):
@@ -192,12 +194,13 @@ def _checked(key: str, kind: Kind, raw: Any) -> tuple[Any, str | None]:
         problem = f"expected a value of type `{kind.expected}`, but found a value of type `{found}`"
     else:
         try:
-            return kind.check(raw), None
+            return kind.check(raw), None, False
         except Explained as exc:
             problem, expected = str(exc), ""
+            use_default = isinstance(exc, NotALocalAddress)
         except ValueError as exc:
             problem = str(exc)
-    return None, f"Toml decode error: {problem} for the key `{key}`{expected}"
+    return None, f"Toml decode error: {problem} for the key `{key}`{expected}", use_default
 
 
 def _because_off(gateways: tuple[str, ...]) -> str:
@@ -250,7 +253,7 @@ class _Document:
 
     def value(self, section: str, key: str, kind: Kind, raw: Any) -> Any:
         """Check one TOML value; a bad one is a ConfigError (see ``_checked`` for its text)."""
-        value, problem = _checked(key, kind, raw)
+        value, problem, _ = _checked(key, kind, raw)
         if problem is not None:
             raise self.error(section, key, problem)
         return value
@@ -258,13 +261,13 @@ class _Document:
     def setting(self, setting: _Setting, raw: Any, on: frozenset[str]) -> Any:
         """Check the value of ``setting``. While every gateway using it is off, a bad value is a
         warning and ``ABSENT`` is returned (the default applies); otherwise a ConfigError."""
-        value, problem = _checked(setting.key, setting.kind, raw)
+        value, problem, use_default = _checked(setting.key, setting.kind, raw)
         if problem is None:
             return value
-        if not setting.gateways or on.intersection(setting.gateways):
+        if not use_default and (not setting.gateways or on.intersection(setting.gateways)):
             raise self.error(setting.section, setting.key, problem)
         default = "(none)" if setting.default is None else setting.kind.dump(setting.default)
-        because = _because_off(setting.gateways)
+        because = "instead" if use_default else _because_off(setting.gateways)
         self.warn(setting.section, setting.key, f"{problem}; using the default {default} {because}")
         return ABSENT
 

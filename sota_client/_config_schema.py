@@ -21,6 +21,7 @@ from sota_client._config_kinds import (
     I32,
     I64,
     OPTIONAL_STRING,
+    ORIGINS,
     PACKAGE_MANAGER,
     REPORT_SECONDS,
     RVI_EDGE_ADDR,
@@ -225,6 +226,18 @@ class NetworkConfig:
     socket_group: str | None = field(
         default=None,
         metadata=_key(OPTIONAL_STRING, "GROUP", "change the commands socket group", "socket"),
+    )
+    #: Addition: web pages (origins) allowed to use the HTTP and websocket gateways; empty:
+    #: only the daemon's own pages, served by the HTTP gateway at ``http_server``.
+    local_api_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_key(
+            ORIGINS,
+            "ORIGINS",
+            "change the web origins allowed to use the local API (comma-separated)",
+            "http",
+            "websocket",
+        ),
     )
 
 

@@ -18,33 +18,41 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from swlm_sdk.protocol import Authenticate
 
 from . import _systemd
 from ._backend import AuthSettings, CoreBackend
-from ._config import Config
+from ._config import Config, parse_socket_addr
 from ._errors import SotaError
 from ._interpreter import Interpreter, Services
 from ._packages_dir import prepare_packages_dir
 from ._poller import Poller
 from ._report_timeout import ReportTimeout
 from ._reports import ReportSender
+from ._status import read_status
 from ._store import Journal
 from ._supervisor import supervise
 from ._sysinfo import run_system_info
 from .gateways import CommandServer, EventOutbox, run_console
+from .gateways._broadcast import Broadcaster
+from .gateways._hmi import hmi_page, websocket_url
+from .gateways._http import HttpGateway
+from .gateways._local_http import own_origins
 from .gateways._unix import raise_open_file_limit
+from .gateways._websocket import WebsocketGateway
 from .pacman import create_package_manager
 
 __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
 
-_UNSUPPORTED_GATEWAYS = ("dbus", "http", "rvi", "websocket")
-#: Gateways through which an SWLM (or a person, on the console) can take a downloaded update.
-_SWLM_GATEWAYS = ("socket", "console")
+_UNSUPPORTED_GATEWAYS = ("dbus", "rvi")
+#: Gateways through which an SWLM (or a person, on the console or the HMI) can take a
+#: downloaded update.
+_SWLM_GATEWAYS = ("socket", "console", "http", "websocket")
 
 
 def run(config: Config) -> int:
@@ -160,6 +168,8 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         )
     if config.gateway.console:
         tg.start_soon(run_console, interpreter.execute, sys.stdin, sys.stdout)
+    if config.gateway.http or config.gateway.websocket:
+        await _serve_local_api(config, journal, interpreter, services, tg)
     _systemd.notify("READY=1", "STATUS=Starting: authenticating with Core")
 
     tg.start_soon(supervise, "report", functools.partial(reports.run, interpreter.publish))
@@ -172,6 +182,48 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         poller = Poller(interpreter, config.core.polling_sec)
         tg.start_soon(supervise, "polling", poller.run)
     _systemd.notify("STATUS=Running")
+
+
+async def _serve_local_api(
+    config: Config, journal: Journal, interpreter: Interpreter, services: Services, tg: TaskGroup
+) -> None:
+    """The HTTP and websocket gateways for HMIs and tools, sharing one event broadcaster."""
+    network = config.network
+    broadcaster = Broadcaster()
+    services.subscribers.append(broadcaster.publish)
+    services.progress = broadcaster.progress
+    if config.gateway.websocket:
+        # The HMI's page comes from the HTTP gateway: its origins, and any the config adds.
+        origins = (
+            *own_origins(*parse_socket_addr(network.http_server)),
+            *network.local_api_origins,
+        )
+        websocket = WebsocketGateway(
+            network.websocket_server, interpreter.execute, broadcaster, allowed_origins=origins
+        )
+        await tg.start(websocket.serve)
+    if config.gateway.http:
+        page = None
+        if config.gateway.websocket:
+            page = hmi_page(
+                websocket_url(network.websocket_server), config.device.package_manager.kind
+            )
+        http = HttpGateway(
+            network.http_server,
+            interpreter.execute,
+            status=lambda: msgspec.json.encode(read_status(journal)),
+            events=broadcaster.subscribe,
+            hmi_page=page,
+            allowed_origins=network.local_api_origins,
+        )
+        await tg.start(http.serve)
+        if page is not None:
+            logger.info("The web HMI is at http://%s/", _url_authority(network.http_server))
+
+
+def _url_authority(address: str) -> str:
+    host, port = parse_socket_addr(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _stop_on_signals(tg: TaskGroup) -> None:

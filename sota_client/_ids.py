@@ -8,9 +8,18 @@ percent-encoded form keeps every URL well within limits.
 
 from __future__ import annotations
 
+from swlm_sdk.protocol import Command, SendUpdateReport, StartDownload, StartInstall
+
 from ._errors import InvalidIdError
 
-__all__ = ["MAX_ID_BYTES", "PART_SUFFIX", "check_update_id", "id_problem", "shown_id"]
+__all__ = [
+    "MAX_ID_BYTES",
+    "PART_SUFFIX",
+    "check_update_id",
+    "command_update_id",
+    "id_problem",
+    "shown_id",
+]
 
 PART_SUFFIX = ".part"
 MAX_ID_BYTES = 255 - len(PART_SUFFIX)
@@ -58,4 +67,14 @@ def id_problem(update_id: object) -> str | None:
         return f"it is longer than {MAX_ID_BYTES} bytes"
     if update_id.endswith(PART_SUFFIX):
         return f"it ends with {PART_SUFFIX!r}, the suffix of partial downloads"
+    return None
+
+
+def command_update_id(command: Command) -> str | None:
+    """The update id a command acts on, if any: it must pass the one id rule."""
+    match command:
+        case StartDownload(update_id=update_id) | StartInstall(update_id=update_id):
+            return update_id
+        case SendUpdateReport(report=report):
+            return report.update_id
     return None

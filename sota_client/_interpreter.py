@@ -72,7 +72,7 @@ from ._download import (
     remove_partial,
 )
 from ._errors import AuthError, DownloadError, SotaError, one_line
-from ._ids import check_update_id, id_problem, shown_id
+from ._ids import check_update_id, command_update_id, id_problem, shown_id
 from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
 from ._reports import ReportSender, encode_report
 from ._store import DownloadState, Journal, UpdateState
@@ -174,6 +174,9 @@ class Services:
     outbox_entry: OutboxEntry | None = None
     max_concurrent_downloads: int = 1
     max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE
+    #: Told of every step of every download ``(update_id, received, total)``: the local API's
+    #: ``DownloadProgress`` (it throttles); never the 0.1 Unix socket.
+    progress: Callable[[str, int, int | None], None] | None = None
 
 
 class Interpreter:
@@ -319,7 +322,7 @@ class Interpreter:
             return None
         if isinstance(command, Authenticate):
             return await self._authenticate()
-        update_id = _update_id_of(command)
+        update_id = command_update_id(command)
         if update_id is not None:
             check_update_id(update_id)  # it becomes a file name and a URL path segment
         if backend.auth_configured and not backend.authenticated:
@@ -522,7 +525,7 @@ class Interpreter:
                 result = await self._s.backend.download(
                     update_id,
                     self._s.packages_dir,
-                    progress=_ProgressLog(update_id, journal),
+                    progress=_ProgressLog(update_id, journal, self._s.progress),
                     max_size=self._s.max_download_size,
                     resume=resume,
                     checkpoint=checkpoint,
@@ -683,16 +686,6 @@ class Interpreter:
             self._packages.pop(update_id, None)
 
 
-def _update_id_of(command: Command) -> str | None:
-    """The update id a command acts on, if any: it must pass the one id rule."""
-    match command:
-        case StartDownload(update_id=update_id) | StartInstall(update_id=update_id):
-            return update_id
-        case SendUpdateReport(report=report):
-            return report.update_id
-    return None
-
-
 def _describe(command: Command, limit: int = 200) -> str:
     """The command as its text form where it has one (``StartDownload u1``), for the log."""
     try:
@@ -710,12 +703,20 @@ class _ProgressLog:
     """Logs download progress every 10 % (or every 8 MiB when the size is unknown), shows it
     in ``systemctl status`` and records it in the journal for ``sota_client status``."""
 
-    def __init__(self, update_id: str, journal: Journal) -> None:
+    def __init__(
+        self,
+        update_id: str,
+        journal: Journal,
+        listener: Callable[[str, int, int | None], None] | None = None,
+    ) -> None:
         self._update_id = update_id
         self._journal = journal
+        self._listener = listener
         self._next = 0.0
 
     def __call__(self, received: int, total: int | None) -> None:
+        if self._listener is not None:
+            self._listener(self._update_id, received, total)
         if total:
             share = received / total
             if share >= self._next or received == total:

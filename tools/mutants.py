@@ -399,6 +399,42 @@ MUTANTS = [
         logger.info("Stopped")""",
         ("tests/sota_client/test_logging.py",),
     ),
+    # -- the local API: HTTP and websocket gateways -------------------------------------------
+    Mutant(
+        "a websocket handshake from a foreign web page is refused",
+        "sota_client/gateways/_websocket.py",
+        "    if not origin_allowed(request, allowed_origins):",
+        "    if False:",
+        ("tests/sota_client/test_websocket_gateway.py",),
+    ),
+    Mutant(
+        "an HTTP request from a foreign web page is refused",
+        "sota_client/gateways/_http.py",
+        "        if not origin_allowed(request, origins):",
+        "        if False:",
+        ("tests/sota_client/test_http_gateway.py",),
+    ),
+    Mutant(
+        "an HTTP request naming a foreign host is refused (DNS rebinding)",
+        "sota_client/gateways/_http.py",
+        "        if not host_allowed(request, origins):",
+        "        if False:",
+        ("tests/sota_client/test_http_gateway.py",),
+    ),
+    Mutant(
+        "an HTTP command needs Content-Type: application/json",
+        "sota_client/gateways/_http.py",
+        "        if not _is_json(content_type):",
+        "        if False:",
+        ("tests/sota_client/test_http_gateway.py",),
+    ),
+    Mutant(
+        "DownloadProgress at most about once a second per download",
+        "sota_client/gateways/_broadcast.py",
+        "        if last is not None and now - last < PROGRESS_INTERVAL and not final:",
+        "        if False:",
+        ("tests/sota_client/test_broadcast.py",),
+    ),
 ]
 
 

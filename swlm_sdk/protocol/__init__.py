@@ -28,6 +28,7 @@ from ._events import Authenticated as Authenticated
 from ._events import DownloadComplete as DownloadComplete
 from ._events import DownloadFailed as DownloadFailed
 from ._events import DownloadingUpdate as DownloadingUpdate
+from ._events import DownloadProgress as DownloadProgress
 from ._events import ErrorEvent as ErrorEvent
 from ._events import Event as Event
 from ._events import FoundInstalledPackages as FoundInstalledPackages
@@ -50,6 +51,7 @@ from ._events import decode_event as decode_event
 from ._events import decode_reply as decode_reply
 from ._events import encode_envelope as encode_envelope
 from ._events import encode_event as encode_event
+from ._json_commands import decode_json_command as decode_json_command
 from ._models import ClientCredentials as ClientCredentials
 from ._models import InstalledFirmware as InstalledFirmware
 from ._models import InstalledPackage as InstalledPackage
@@ -71,6 +73,7 @@ __all__ = [
     "CommandSyntaxError",
     "DownloadComplete",
     "DownloadFailed",
+    "DownloadProgress",
     "DownloadingUpdate",
     "ErrorEvent",
     "Event",
@@ -111,6 +114,7 @@ __all__ = [
     "UpdatesReceived",
     "decode_envelope",
     "decode_event",
+    "decode_json_command",
     "decode_reply",
     "encode_envelope",
     "encode_event",

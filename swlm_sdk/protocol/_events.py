@@ -21,6 +21,7 @@ __all__ = [
     "Authenticated",
     "DownloadComplete",
     "DownloadFailed",
+    "DownloadProgress",
     "DownloadingUpdate",
     "ErrorEvent",
     "Event",
@@ -138,6 +139,20 @@ class DownloadingUpdate(Event, frozen=True):
     update_id: str
 
 
+class DownloadProgress(Event, frozen=True):
+    """Addition: how far a download got; ``total`` is None when Core did not say.
+
+    Sent only to the local API's clients (websocket, ``/events``), at most about once a second
+    per download, never on the 0.1 Unix socket.
+    """
+
+    name: ClassVar[str] = "DownloadProgress"
+    shape: ClassVar[_Shape] = "tuple"
+    update_id: str
+    received: int
+    total: int | None
+
+
 class DownloadComplete(Event, frozen=True):
     """An update image is on disk; the SWLM installs ``update_image`` and reports ``update_id``."""
 
@@ -236,6 +251,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         FoundInstalledPackages,
         FoundSystemInfo,
         DownloadingUpdate,
+        DownloadProgress,
         DownloadComplete,
         DownloadFailed,
         InstallingUpdate,

@@ -14,6 +14,7 @@ def test_the_demo_carries_one_update_end_to_end() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "sota_client is ready (sd_notify READY=1)" in out
+    assert "the web HMI is at http://127.0.0.1:" in out
     assert "Downloading" in out
     assert "100% (" in out
     assert '"result_code":0' in out

@@ -827,6 +827,7 @@ socket_commands_path = "/tmp/sota-commands.socket"
 socket_events_path = "/tmp/sota-events.socket"
 websocket_server = "127.0.0.1:3012"
 socket_mode = 0o660
+local_api_origins = []
 """
 
 

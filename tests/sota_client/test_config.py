@@ -110,6 +110,13 @@ SAMPLES: list[tuple[str, str, str, str, Any]] = [
     ("network", "websocket_server", '"0.0.0.0:3013"', "0.0.0.0:3013", None),
     ("network", "socket_mode", '"0640"', "0640", 0o640),
     ("network", "socket_group", '"swlm"', "swlm", None),
+    (
+        "network",
+        "local_api_origins",
+        '["http://10.0.0.5:8080", "https://hmi.example.com"]',
+        "http://10.0.0.5:8080,https://hmi.example.com",
+        ("http://10.0.0.5:8080", "https://hmi.example.com"),
+    ),
     ("rvi", "client", '"http://10.0.0.2:8901"', "http://10.0.0.2:8901", None),
     ("rvi", "storage_dir", '"/srv/rvi"', "/srv/rvi", None),
     ("rvi", "timeout", "120", "120", 120),
@@ -165,6 +172,7 @@ GATEWAY_OF = {
     ("network", "socket_mode"): "socket",
     ("network", "socket_group"): "socket",
     ("network", "websocket_server"): "websocket",
+    ("network", "local_api_origins"): "http",
     **{("rvi", key): "rvi" for key in ("client", "storage_dir", "timeout")},
     **{
         ("dbus", key): "dbus"

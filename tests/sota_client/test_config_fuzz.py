@@ -207,6 +207,15 @@ VALID: dict[int, st.SearchStrategy[tuple[Any, Any]]] = {
     id(kinds.FILE_MODE): _file_modes(),
     id(kinds.DOWNLOAD_SIZE): _integers(1, 2**64 - 1),
     id(kinds.DOWNLOAD_SLOTS): _integers(1, 16),
+    id(kinds.ORIGINS): st.lists(
+        st.builds(
+            "{}://{}{}".format,
+            st.sampled_from(["http", "https"]),
+            st.sampled_from(["127.0.0.1", "localhost", "hmi.example.com", "[::1]"]),
+            st.sampled_from(["", ":8888", ":3012"]),
+        ),
+        max_size=3,
+    ).map(lambda origins: (origins, tuple(origins))),
 }
 
 

@@ -61,9 +61,14 @@ BAD_VALUES: dict[tuple[str, str], tuple[str, str]] = {
         '`socket_group`: expected a string in quotes ("" for none)',
     ),
     ("network", "websocket_server"): (
-        '"https://sota-core.gw.prod01.advancedtelematic.com"',
+        '"localhost:3012"',
         "invalid IP address syntax for the key `websocket_server`: "
         "expected IP:port such as 127.0.0.1:3012, or ws://127.0.0.1:3012",
+    ),
+    ("network", "local_api_origins"): (
+        '["http://127.0.0.1:8888/hmi"]',
+        "expected web origins such as http://127.0.0.1:8888 (scheme, host and port, no path), "
+        "but found 'http://127.0.0.1:8888/hmi' for the key `local_api_origins`",
     ),
     ("rvi", "client"): (
         '"rvi-node:8901"',
@@ -103,6 +108,7 @@ DEFAULTS_SHOWN = {
     ("network", "socket_mode"): "0o660",
     ("network", "socket_group"): "(none)",
     ("network", "websocket_server"): '"127.0.0.1:3012"',
+    ("network", "local_api_origins"): "[]",
     ("rvi", "client"): '"http://127.0.0.1:8901"',
     ("rvi", "storage_dir"): '"/var/sota"',
     ("rvi", "timeout"): "(none)",
@@ -125,6 +131,8 @@ def test_every_gateway_setting_has_a_bad_value() -> None:
 def because(section: str, key: str) -> str:
     if section == "dbus":  # the rvi gateway uses [dbus] too
         return "because the dbus and rvi gateways are off"
+    if key == "local_api_origins":  # both local-API gateways use it
+        return "because the http and websocket gateways are off"
     return f"because the {GATEWAY_OF[section, key]} gateway is off"
 
 
@@ -162,9 +170,6 @@ def test_a_listen_address_is_ip_port_or_a_url_of_one(
     [
         ("http_server", "ws://127.0.0.1:8888"),  # ws:// is for the websocket gateway only
         ("rvi_edge_server", "ws://127.0.0.1:9080"),
-        ("websocket_server", "wss://127.0.0.1:3012"),
-        ("websocket_server", "ws://localhost:3012"),
-        ("websocket_server", "ws://127.0.0.1:3012/socket"),
         ("websocket_server", "localhost:3012"),  # 2016 passed any text to the ws crate
     ],
 )
@@ -176,6 +181,32 @@ def test_other_url_forms_are_refused(key: str, text: str) -> None:
         f"f.toml:4: [network] {key}: Toml decode error: invalid IP address syntax for the key "
         f"`{key}`: expected IP:port such as "
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://sota-core.gw.prod01.advancedtelematic.com",  # the guide's own example
+        "wss://127.0.0.1:3012",
+        "ws://localhost:3012",
+        "ws://127.0.0.1:3012/socket",
+    ],
+)
+def test_a_url_as_websocket_server_is_a_warning_even_with_the_gateway_on(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 2016 guide describes websocket_server as Core's websocket server; it is local."""
+    with caplog.at_level(logging.WARNING):
+        config = parse_config(
+            f'[gateway]\nwebsocket = true\n[network]\nwebsocket_server = "{text}"\n', "f.toml"
+        )
+    assert config.network.websocket_server == "127.0.0.1:3012"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"f.toml:4: [network] websocket_server: Toml decode error: {text!r} is a URL, but this "
+        "is the local address the websocket gateway listens on (the 2016 guide calls it the "
+        "Core server's websocket, wrongly) for the key `websocket_server`; using the default "
+        '"127.0.0.1:3012" instead'
+    ]
 
 
 def test_parse_socket_addr_takes_the_schemes_it_is_told() -> None:
@@ -231,6 +262,8 @@ def test_every_gateway_setting_is_lenient_while_its_gateway_is_off(
     )
     if section == "dbus":
         others = others.replace("rvi = true\n", "")
+    if key == "local_api_origins":
+        others = others.replace("websocket = true\n", "")
     config = parse_config(f"[{section}]\n{key} = {literal}\n[gateway]\n{others}", "f.toml")
     assert getattr(config, section) == SECTION_DEFAULTS[section]
     assert warnings_of(caplog) == [

@@ -33,6 +33,7 @@ from sota_client._config import (
     parse_config,
 )
 from sota_client.sim import AuthSettings, CoreSimulator
+from tests.sota_client.daemon_fixtures import free_port
 from tests.sota_client.test_config import warnings_of
 
 GUIDE = Path(__file__).parents[1] / "data" / "guide-example.toml"
@@ -167,6 +168,8 @@ def test_the_daemon_starts_on_the_guide_example(short_dir: Path) -> None:
             f"--device-packages-dir={short_dir / 'packages'}",
             f"--device-state-dir={short_dir / 'state'}",
             f"--device-certificates-path={short_dir / 'no-ca.pem'}",
+            # the guide's websocket gateway on a port nobody else uses now
+            f"--network-websocket-server=127.0.0.1:{free_port()}",
         ]
         with subprocess.Popen(
             [sys.executable, "-m", "sota_client", *argv],
@@ -191,7 +194,7 @@ def test_the_daemon_starts_on_the_guide_example(short_dir: Path) -> None:
                 if daemon.poll() is None:
                     daemon.kill()
     text = log.read_text()
-    assert "websocket = true: this gateway is not available in this version" in text
-    assert " WARN - " not in text.replace("WARN - [gateway] websocket = true", ""), text
+    assert "INFO - The websocket gateway listens on ws://127.0.0.1:" in text, text
+    assert " WARN - " not in text, text
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     assert json.dumps(CLIENT_SECRET) in credentials.read_text()
