@@ -1,4 +1,4 @@
-"""docs/gateways.md stays true: each documented exchange is sent to the real gateway, byte for byte."""
+"""docs/gateways.md stays true: each documented exchange is sent to the real gateway as is."""
 
 from __future__ import annotations
 
