@@ -435,6 +435,18 @@ MUTANTS = [
         "        if False:",
         ("tests/sota_client/test_broadcast.py",),
     ),
+    Mutant(
+        "out of descriptors, the accept loop has the gateway close a connection",
+        "sota_client/gateways/_accept.py",
+        """            if code in _OUT_OF_DESCRIPTORS:
+                await make_room()""",
+        "",
+        (
+            "tests/sota_client/test_local_http.py::"
+            "test_out_of_descriptors_the_oldest_idle_connection_makes_room",
+            "tests/sota_client/test_socket_gateway.py",
+        ),
+    ),
 ]
 
 

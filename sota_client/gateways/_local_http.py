@@ -24,6 +24,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 
 from .._config_kinds import parse_socket_addr
 from .._errors import SotaError, one_line
+from ._accept import accept_forever
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -51,10 +52,6 @@ LINGER_TIMEOUT = 2.0
 LINGER_BYTES = 256 * 1024
 _RECEIVE_SIZE = 64 * 1024
 
-_PEER_GONE = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
-_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_FIRST_PAUSE = 0.01  # after a failed accept; doubles while they keep failing
-_LAST_PAUSE = 1.0
 
 Handler = Callable[["Connection"], Awaitable[None]]
 
@@ -409,45 +406,18 @@ class LocalServer:
     # -- accepting ------------------------------------------------------------------------------
 
     async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
-        """Accept for ever: no accept error ends the server (anyio's ``serve()`` would)."""
-        pause = _FIRST_PAUSE
-        while True:
-            try:
-                stream = await listener.accept()
-            except (anyio.BrokenResourceError, OSError) as exc:
-                cause = exc if isinstance(exc, OSError) else exc.__cause__
-                code = cause.errno if isinstance(cause, OSError) else None
-                if code in _PEER_GONE:
-                    logger.debug("A %s peer left before it was accepted: %s", self.name, cause)
-                    continue
-                if code in _OUT_OF_DESCRIPTORS:
-                    self._warn(
-                        "descriptors",
-                        "The daemon is out of file descriptors (%s), so the %s cannot accept; "
-                        "closing its oldest idle connection. Raise LimitNOFILE=",
-                        cause,
-                        self.name,
-                    )
-                    victim = self._oldest_idle()
-                    if victim is not None:
-                        self._evict(victim)
-                else:
-                    self._warn(
-                        "accept", "The %s couldn't accept (%s); retrying", self.name, cause or exc
-                    )
-                await anyio.sleep(pause)
-                pause = min(pause * 2, _LAST_PAUSE)
-                continue
-            pause = _FIRST_PAUSE
-            try:
-                conn = await self._admit(stream)
-            except Exception:  # a bug here must not end the server
-                logger.exception("The %s failed to take a connection", self.name)
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-                continue
+        async def take(stream: SocketStream) -> None:
+            conn = await self._admit(stream)
             if conn is not None:
                 tg.start_soon(self._run, conn)
+
+        await accept_forever(listener, what=f"the {self.name}", admit=take, make_room=self._free)
+
+    async def _free(self) -> None:
+        """Out of descriptors: close the oldest idle connection for the one waiting."""
+        victim = self._oldest_idle()
+        if victim is not None:
+            self._evict(victim)
 
     async def _admit(self, stream: SocketStream) -> Connection | None:
         """Count a new connection in, closing the oldest idle one if full; or refuse it."""

@@ -8,7 +8,6 @@ only executing a command takes a slot. The events half is ``_events``.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import resource
@@ -30,6 +29,7 @@ from swlm_sdk.protocol import (
     parse_command,
 )
 
+from ._accept import accept_forever
 from ._unix import bind_error, claim_socket_path, file_identity, set_socket_group
 
 __all__ = ["CommandServer", "Execute"]
@@ -52,10 +52,6 @@ MAX_RUNNING_PER_UID = 128
 # it 4096 slow writers could make the daemon hold 256 MiB.
 MAX_BUFFERED_BYTES = 256 * MAX_COMMAND_BYTES
 
-_PEER_GONE = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
-_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_FIRST_PAUSE = 0.01  # after a failed accept; doubles while they keep failing
-_LAST_PAUSE = 1.0
 _CLOSE_WAIT = 1.0  # for an evicted connection to give back its descriptor
 _UNKNOWN_UID = -1
 
@@ -170,56 +166,17 @@ class CommandServer:
     # -- accepting ------------------------------------------------------------------------------
 
     async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
-        """Accept for ever: no accept error ends the server (anyio's ``serve()`` would)."""
-        pause = _FIRST_PAUSE
-        trouble: str | None = None  # the failure warned about, until an accept succeeds
-        someone_waits = False  # a connection is known to be waiting for accept
-        while True:
-            try:
-                stream = await listener.accept()
-            except (anyio.BrokenResourceError, OSError) as exc:
-                cause = exc if isinstance(exc, OSError) else exc.__cause__
-                code = cause.errno if isinstance(cause, OSError) else None
-                if code in _PEER_GONE:
-                    logger.debug("A commands-socket peer left before it was accepted: %s", cause)
-                    continue
-                if code in _OUT_OF_DESCRIPTORS and not someone_waits:
-                    # Linux takes the descriptor before it looks for a connection, so this
-                    # fails with nobody connecting too: close nothing until someone is.
-                    await anyio.wait_readable(listener.extra(SocketAttribute.raw_socket))
-                    someone_waits = True
-                    continue
-                kind = "descriptors" if code in _OUT_OF_DESCRIPTORS else repr(cause or exc)
-                if trouble == kind:
-                    logger.debug("Accepting failed again: %s", cause or exc)
-                elif code in _OUT_OF_DESCRIPTORS:
-                    logger.warning(
-                        "The daemon is out of file descriptors (%s), so the commands socket "
-                        "cannot accept; closing its oldest unfinished connections until it can. "
-                        "Raise LimitNOFILE= (the soft limit is %d)",
-                        cause,
-                        resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                    )
-                else:
-                    logger.warning(
-                        "Accepting on the commands socket %s failed (%s); retrying",
-                        self.path,
-                        cause or exc,
-                    )
-                trouble = kind
-                if code in _OUT_OF_DESCRIPTORS:
-                    await self._free_a_descriptor()
-                await anyio.sleep(pause)
-                pause = min(pause * 2, _LAST_PAUSE)
-                continue
-            someone_waits = False
-            if trouble is not None:
-                logger.info("The commands socket %s accepts connections again", self.path)
-                trouble = None
-                pause = _FIRST_PAUSE
+        async def take(stream: SocketStream) -> None:
             conn = await self._admit(stream)
             if conn is not None:
                 tg.start_soon(self._serve_connection, conn)
+
+        await accept_forever(
+            listener,
+            what=f"the commands socket {self.path}",
+            admit=take,
+            make_room=self._free_a_descriptor,
+        )
 
     async def _free_a_descriptor(self) -> None:
         """Evict an unfinished connection so that the one waiting can be accepted."""

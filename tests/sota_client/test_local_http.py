@@ -8,9 +8,11 @@ handler costs its connection only.
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -424,6 +426,39 @@ async def test_idle_connections_make_room_for_a_new_one() -> None:
             response = await exchange(server.port, request("GET", "/new"))
             assert (response.status, response.body) == (200, b"GET /new 0\n")
             assert await first.at_eof() == b""  # the oldest was closed for it
+
+
+@contextmanager
+def no_free_descriptors() -> Iterator[None]:
+    """Lower the soft open-file limit to the lowest free descriptor: no new one can be opened."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_out_of_descriptors_the_oldest_idle_connection_makes_room() -> None:
+    """The shared accept loop: no accept error ends the server, and room is made only for a
+    peer that is really waiting."""
+    async with serving(echo_handler()) as server, connected(server.port) as first:
+        await first.stream.send(request("GET", "/first"))
+        assert (await first.response()).status == 200  # accepted, and now idle
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # made while it can be
+        try:
+            with no_free_descriptors():
+                client.connect(("127.0.0.1", server.port))
+                client.sendall(request("GET", "/new"))
+                with anyio.fail_after(10):
+                    async with await SocketStream.from_socket(client) as stream:
+                        response = await Reader(stream).response()
+            assert (response.status, response.body) == (200, b"GET /new 0\n")
+            assert await first.at_eof() == b""  # the oldest idle one was closed for it
+        finally:
+            client.close()
 
 
 async def test_keep_alive_connections_waiting_for_a_request_are_idle_too() -> None:
