@@ -29,6 +29,7 @@ from swlm_sdk.protocol._json_commands import JSON_COMMAND_EXAMPLE, decode_json_c
 
 from .._errors import one_line
 from .._ids import command_update_id, id_problem, shown_id
+from .._warn_once import WarnOnce
 from ._local_http import (
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
@@ -116,7 +117,7 @@ class HttpGateway:
                 ),
             ),
         )
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, report readiness, and serve until cancelled.
@@ -298,14 +299,6 @@ class HttpGateway:
         await conn.respond(
             status, body, content_type=JSON, headers=[NOSNIFF, *headers], close=close
         )
-
-    def _warn(self, kind: str, message: str, *args: object) -> None:
-        """WARNING the first time per kind, then DEBUG: a peer must not flood the log."""
-        if kind in self._warned:
-            logger.debug(message, *args)
-        else:
-            self._warned.add(kind)
-            logger.warning(message + "; more like it are logged at DEBUG", *args)
 
 
 _NO_STORE = ("Cache-Control", "no-store")

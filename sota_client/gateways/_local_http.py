@@ -24,6 +24,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 
 from .._config_kinds import parse_socket_addr
 from .._errors import SotaError, one_line
+from .._warn_once import WarnOnce
 from ._accept import accept_forever
 
 __all__ = [
@@ -346,7 +347,7 @@ class LocalServer:
         self._send_timeout = send_timeout
         self._max_head = max_head
         self._open: dict[Connection, None] = {}  # oldest first
-        self._warned: set[str] = set()  # server-wide warnings given since it was last idle
+        self._warn = WarnOnce(logger)  # server-wide warnings given since it was last idle
         self._failed: set[str] = set()  # kinds of handler failure already warned about
 
     @property
@@ -480,7 +481,7 @@ class LocalServer:
             with anyio.CancelScope(shield=True):
                 await conn.stream.aclose()
             if not self._open:
-                self._warned.clear()
+                self._warn.reset()
 
     def _handler_failed(self, conn: Connection, exc: Exception) -> None:
         """WARNING the first time per kind of exception, then DEBUG (a bug, not the peer's)."""
@@ -496,16 +497,6 @@ class LocalServer:
                 *args,
                 exc_info=exc,
             )
-
-    def _warn(
-        self, kind: str, message: str, *args: object, exc_info: BaseException | None = None
-    ) -> None:
-        """WARNING the first time per kind until no connection is open, then DEBUG."""
-        if kind in self._warned:
-            logger.debug(message, *args, exc_info=exc_info)
-        else:
-            self._warned.add(kind)
-            logger.warning(message + "; more like it are logged at DEBUG", *args, exc_info=exc_info)
 
 
 def is_peer_gone(exc: BaseException) -> bool:

@@ -29,6 +29,7 @@ from swlm_sdk.protocol import (
     parse_command,
 )
 
+from .._warn_once import WarnOnce
 from ._accept import accept_forever
 from ._unix import bind_error, claim_socket_path, file_identity, set_socket_group
 
@@ -123,7 +124,7 @@ class CommandServer:
         self._open = 0
         self._buffered = 0
         self._seq = count()
-        self._warned: set[str] = set()  # server-wide warnings given since it was last idle
+        self._warn_server = WarnOnce(logger)  # server-wide warnings since it was last idle
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind the socket, report readiness, and serve until cancelled; unlink it on the way out.
@@ -302,7 +303,7 @@ class CommandServer:
         if peer.open == 0 and self._peers.get(peer.uid) is peer:
             del self._peers[peer.uid]
         if self._open == 0:
-            self._warned.clear()
+            self._warn_server.reset()
 
     def _finish_reading(self, conn: _Connection) -> None:
         """The connection is no longer evictable and holds no buffered input."""
@@ -468,14 +469,6 @@ class CommandServer:
         else:
             peer.warned.add(kind)
             logger.warning(message + "; more like it from this uid are logged at DEBUG", *args)
-
-    def _warn_server(self, kind: str, message: str, *args: object) -> None:
-        """WARNING the first time per kind until no connection is open, then DEBUG."""
-        if kind in self._warned:
-            logger.debug(message, *args)
-        else:
-            self._warned.add(kind)
-            logger.warning(message + "; more like it are logged at DEBUG", *args)
 
 
 def _peer_credentials(stream: SocketStream) -> tuple[int, int]:

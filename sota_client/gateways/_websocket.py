@@ -40,6 +40,7 @@ from swlm_sdk.protocol import (
 )
 
 from .._errors import one_line
+from .._warn_once import WarnOnce
 from ._broadcast import Broadcaster, Subscription
 from ._local_http import (
     SEND_TIMEOUT,
@@ -373,7 +374,7 @@ class WebsocketGateway:
             setting="network.websocket_server",
         )
         self._commands: TaskGroup | None = None  # where commands run: they outlive their client
-        self._warned: set[str] = set()
+        self._log = WarnOnce(logger)  # a client's failure, by kind
         self._warned_origins: set[str] = set()
 
     @property
@@ -390,14 +391,6 @@ class WebsocketGateway:
             self._commands = tg
             await tg.start(self._server.serve)
             task_status.started()
-
-    def _log(self, kind: str, message: str, *args: object) -> None:
-        """A client's failure: WARN the first time of each kind, then DEBUG."""
-        if kind in self._warned:
-            logger.debug(message, *args)
-        else:
-            self._warned.add(kind)
-            logger.warning(message + "; more like it are logged at DEBUG", *args)
 
     async def _handle(self, conn: Connection) -> None:
         """One connection: the handshake, then the session (the server closes the stream)."""
