@@ -38,7 +38,7 @@ from ._supervisor import supervise
 from ._sysinfo import run_system_info
 from .gateways import CommandServer, EventOutbox, run_console
 from .gateways._broadcast import Broadcaster
-from .gateways._hmi import hmi_page, websocket_url
+from .gateways._hmi import hmi_page, page_url, websocket_url
 from .gateways._http import HttpGateway
 from .gateways._local_http import own_origins
 from .gateways._unix import raise_open_file_limit
@@ -218,12 +218,7 @@ async def _serve_local_api(
         )
         await tg.start(http.serve)
         if page is not None:
-            logger.info("The web HMI is at http://%s/", _url_authority(network.http_server))
-
-
-def _url_authority(address: str) -> str:
-    host, port = parse_socket_addr(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            logger.info("The web HMI is at %s", page_url(network.http_server))
 
 
 async def _stop_on_signals(tg: TaskGroup) -> None:

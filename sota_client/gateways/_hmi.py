@@ -11,7 +11,7 @@ from importlib import resources
 
 from .._config import parse_socket_addr
 
-__all__ = ["hmi_page", "websocket_url"]
+__all__ = ["hmi_page", "page_url", "websocket_url"]
 
 _PAGE = ("hmi", "index.html")
 _WEBSOCKET_PLACEHOLDER = "__SOTA_WEBSOCKET_URL__"
@@ -31,6 +31,12 @@ def websocket_url(address: str) -> str:
     every address: the page then puts in the host it was loaded from)."""
     host, port = parse_socket_addr(address)
     return f"ws://{_url_host(host)}:{port}/"
+
+
+def page_url(address: str) -> str:
+    """``http://host:port/``: where the HTTP gateway at ``address`` serves the page."""
+    host, port = parse_socket_addr(address)
+    return f"http://{_url_host(host)}:{port}/"
 
 
 def _url_host(host: str) -> str:
