@@ -34,7 +34,7 @@ import httpx
 import msgspec
 
 from swlm_sdk import Backoff
-from swlm_sdk.protocol import Package, UpdateReport, UpdateRequest
+from swlm_sdk.protocol import InstalledSoftware, Package, UpdateReport, UpdateRequest
 
 from ._download import (
     DEFAULT_MAX_DOWNLOAD_SIZE,
@@ -264,6 +264,21 @@ class CoreBackend:
         """``PUT /system_info`` with the system_info output as-is (Core requires JSON)."""
         with _boundary("send_system_info"):
             await self._call("PUT", "/system_info", content=text.encode("utf-8"))
+
+    async def send_installed_software(self, software: InstalledSoftware) -> None:
+        """Nothing: Core's HTTP API has no such call; the RVI gateway sends it (2016 did too)."""
+        del software
+
+    async def post_json(self, url: str, content: bytes, *, body_limit: int = JSON_LIMIT) -> bytes:
+        """POST JSON to a server that is not Core (the RVI node at ``rvi.client``), without
+        credentials; returns the 2xx body. The same client, deadlines and TLS checks as Core's.
+
+        :raises BackendError: the URL is unusable, the exchange failed, or not 2xx.
+        """
+        with _boundary("post_json"):
+            target = _base_url(url, "the URL")
+            headers = {"Content-Type": _JSON}
+            return await self._exchange("POST", target, headers, content, body_limit)
 
     async def download(
         self,

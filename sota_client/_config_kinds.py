@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "BOOL",
+    "DBUS_BUS",
     "DOWNLOAD_SIZE",
     "DOWNLOAD_SLOTS",
     "FILE_MODE",
@@ -383,6 +384,22 @@ BOOL = Kind(
     lambda v: "true" if v else "false",
     "true or false, without quotes",
     flag_label=" boolean",
+)
+
+
+def _check_dbus_bus(text: str) -> str:
+    if text in ("session", "system") or text.startswith("unix:"):
+        return text
+    raise ValueError(f"unknown D-Bus bus: {text}")
+
+
+DBUS_BUS = Kind(
+    "string",
+    (str,),
+    _check_dbus_bus,
+    _check_dbus_bus,
+    toml_string,
+    'session, system, or a D-Bus address such as "unix:path=/run/dbus/system_bus_socket"',
 )
 U64 = _int_kind("u64", 0, 2**64 - 1)
 I32 = _int_kind("i32", -(2**31), 2**31 - 1)

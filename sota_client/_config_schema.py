@@ -14,6 +14,7 @@ from typing import Any
 
 from sota_client._config_kinds import (
     BOOL,
+    DBUS_BUS,
     DOWNLOAD_SIZE,
     DOWNLOAD_SLOTS,
     FILE_MODE,
@@ -122,8 +123,11 @@ class DBusConfig:
         default="/org/genivi/SoftwareLoadingManager",
         metadata=_key(STRING, "PATH", "change the dbus software manager path"),
     )
-    #: Passed to libdbus as milliseconds, as in 2016.
+    #: Seconds to wait for the SWLM's answer to a call (2016 passed it to libdbus as
+    #: milliseconds, so its default 60 meant 60 ms: reference-client.md §11.6, bug 52).
     timeout: int = field(default=60, metadata=_key(I32, "TIMEOUT", "change the dbus timeout"))
+    #: Addition: "session" (2016's only bus), "system", or a bus address.
+    bus: str = field(default="session", metadata=_key(DBUS_BUS, "BUS", "change the dbus bus"))
 
 
 @dataclass(frozen=True, slots=True)

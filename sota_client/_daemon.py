@@ -21,13 +21,13 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from swlm_sdk.protocol import Authenticate
+from swlm_sdk.protocol import Authenticate, InstalledPackage, InstalledSoftware
 
 from . import _systemd
 from ._backend import AuthSettings, CoreBackend
 from ._config import Config, parse_socket_addr
 from ._errors import SotaError
-from ._interpreter import Interpreter, Services
+from ._interpreter import BackendLike, Interpreter, Services
 from ._packages_dir import prepare_packages_dir
 from ._poller import Poller
 from ._report_timeout import ReportTimeout
@@ -38,21 +38,24 @@ from ._supervisor import supervise
 from ._sysinfo import run_system_info
 from .gateways import CommandServer, EventOutbox, run_console
 from .gateways._broadcast import Broadcaster
+from .gateways._dbus import CHANNEL as DBUS_CHANNEL
+from .gateways._dbus import DBusGateway
 from .gateways._hmi import hmi_page, page_url, websocket_url
 from .gateways._http import HttpGateway
 from .gateways._local_http import own_origins
+from .gateways._rvi import RviBackend, RviGateway
 from .gateways._unix import raise_open_file_limit
 from .gateways._websocket import WebsocketGateway
 from .pacman import create_package_manager
+from .pacman._base import PackageManager
 
 __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
 
-_UNSUPPORTED_GATEWAYS = ("dbus", "rvi")
 #: Gateways through which an SWLM (or a person, on the console or the HMI) can take a
 #: downloaded update.
-_SWLM_GATEWAYS = ("socket", "console", "http", "websocket")
+_SWLM_GATEWAYS = ("socket", "dbus", "console", "http", "websocket")
 
 
 def run(config: Config) -> int:
@@ -79,12 +82,6 @@ def _sota_error(exc: BaseException) -> SotaError | None:
 
 
 async def _main(config: Config) -> None:
-    for name in _UNSUPPORTED_GATEWAYS:
-        if getattr(config.gateway, name):
-            logger.warning(
-                "[gateway] %s = true: this gateway is not available in this version; ignored",
-                name,
-            )
     _warn_if_nothing_installs(config)
     prepare_packages_dir(config.device.packages_dir)
     journal = Journal.open(os.path.join(config.device.state_dir, "sota.db"))
@@ -106,8 +103,8 @@ def _warn_if_nothing_installs(config: Config) -> None:
     logger.warning(
         'Nothing can install updates: device.package_manager is "off" (an external SWLM '
         "installs them), but no gateway that reaches an SWLM is on. Updates will be "
-        "downloaded and then wait. Turn on [gateway] socket = true for an SWLM, or set "
-        "device.package_manager to deb or rpm"
+        "downloaded and then wait. Turn on [gateway] socket = true (or dbus = true) for an "
+        "SWLM, or set device.package_manager to deb or rpm"
     )
 
 
@@ -130,16 +127,20 @@ def _backend(config: Config) -> CoreBackend:
 
 async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: TaskGroup) -> None:
     manager = config.device.package_manager
+    package_manager = create_package_manager(manager.kind, manager.path)
     system_info: Callable[[], Awaitable[str]] | None = None
     if config.device.system_info is not None:
         system_info = functools.partial(run_system_info, config.device.system_info)
-    reports = ReportSender(backend, journal)
+    network = config.network
+    rvi = _rvi_gateway(config, journal, backend)
+    updates: BackendLike = backend if rvi is None else RviBackend(backend, rvi)
+    reports = ReportSender(updates, journal, ask_core_when_in_doubt=rvi is None)
     services = Services(
-        backend=backend,
+        backend=updates,
         journal=journal,
         reports=reports,
         packages_dir=config.device.packages_dir,
-        package_manager=create_package_manager(manager.kind, manager.path),
+        package_manager=package_manager,
         system_info=system_info,
         shutdown=tg.cancel_scope.cancel,
         max_concurrent_downloads=config.device.max_concurrent_downloads,
@@ -148,12 +149,11 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
     interpreter = Interpreter(services, tg)
     tg.start_soon(_stop_on_signals, tg)
     tg.start_soon(_systemd.watchdog)
+    _route_swlm_events(config, journal, services)
 
-    network = config.network
     if config.gateway.socket:
         raise_open_file_limit()  # every peer of the commands socket holds a descriptor
         outbox = EventOutbox(network.socket_events_path, journal)
-        services.outbox_entry = outbox.entry_for
         services.subscribers.append(outbox.publish)
         server = CommandServer(
             network.socket_commands_path,
@@ -166,6 +166,24 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         tg.start_soon(
             supervise, "event delivery", functools.partial(outbox.run, interpreter.publish)
         )
+    dbus = None
+    if config.gateway.dbus:
+        assert config.dbus is not None  # the config reader requires [dbus] for it
+        dbus = DBusGateway(
+            config.dbus, journal, execute=interpreter.execute, submit=interpreter.submit
+        )
+        services.subscribers.append(dbus.publish)
+        await tg.start(dbus.serve)
+    if rvi is not None:
+        installed = dbus.installed_software if dbus else _software_of(package_manager)
+        serve_rvi = functools.partial(
+            rvi.serve,
+            execute=interpreter.execute,
+            submit=interpreter.submit,
+            publish=interpreter.publish,
+            installed_software=installed,
+        )
+        await tg.start(serve_rvi)
     if config.gateway.console:
         tg.start_soon(run_console, interpreter.execute, sys.stdin, sys.stdout)
     if config.gateway.http or config.gateway.websocket:
@@ -182,6 +200,60 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         poller = Poller(interpreter, config.core.polling_sec)
         tg.start_soon(supervise, "polling", poller.run)
     _systemd.notify("STATUS=Running")
+
+
+def _route_swlm_events(config: Config, journal: Journal, services: Services) -> None:
+    """Events for the SWLM are kept once for each SWLM gateway that is on (socket, D-Bus);
+    those a previous run kept for a gateway that is now off go to the ones that are on."""
+    channels = []
+    if config.gateway.socket:
+        channels.append("socket")
+    if config.gateway.dbus:
+        channels.append(DBUS_CHANNEL)
+    journal.event_channels = tuple(channels)
+    if not channels:
+        return
+    services.outbox_entry = EventOutbox.entry_for
+    moved = journal.route_events()
+    if moved:
+        logger.info(
+            "%d event(s) for the SWLM kept for a gateway that is off now go to %s",
+            moved,
+            " and ".join(channels),
+        )
+
+
+def _rvi_gateway(config: Config, journal: Journal, backend: CoreBackend) -> RviGateway | None:
+    if not config.gateway.rvi:
+        return None
+    assert config.rvi is not None  # the config reader requires [rvi] for it
+    return RviGateway(
+        node_url=config.rvi.client,
+        edge_address=config.network.rvi_edge_server,
+        storage_dir=config.rvi.storage_dir,
+        packages_dir=config.device.packages_dir,
+        device=config.device.uuid,
+        journal=journal,
+        post=backend.post_json,
+        idle_timeout=config.rvi.timeout,
+        max_download_size=config.device.max_download_size,
+    )
+
+
+def _software_of(
+    manager: PackageManager | None,
+) -> Callable[[], Awaitable[InstalledSoftware]]:
+    """Without a D-Bus SWLM, the RVI backend hears of the package manager's packages."""
+
+    async def installed() -> InstalledSoftware:
+        packages = [] if manager is None else await manager.installed_packages()
+        return InstalledSoftware(
+            packages=tuple(
+                InstalledPackage(f"{p.name}-{p.version}", p.name, p.version, 0) for p in packages
+            )
+        )
+
+    return installed
 
 
 async def _serve_local_api(

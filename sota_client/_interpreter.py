@@ -37,6 +37,7 @@ from swlm_sdk.protocol import (
     GetUpdateRequests,
     InstallComplete,
     InstalledPackagesSent,
+    InstalledSoftware,
     InstalledSoftwareSent,
     InstallFailed,
     InstallingUpdate,
@@ -78,7 +79,7 @@ from ._reports import ReportSender, encode_report
 from ._store import DownloadState, Journal, UpdateState
 from ._turns import Turns
 
-__all__ = ["MAX_UPDATES_PER_POLL", "Interpreter", "Services"]
+__all__ = ["MAX_UPDATES_PER_POLL", "BackendLike", "Interpreter", "Services"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class BackendLike(Protocol):
     async def get_update_requests(self) -> list[UpdateRequest]: ...
     async def send_installed_packages(self, packages: Sequence[Package]) -> None: ...
     async def send_system_info(self, text: str) -> None: ...
+    async def send_installed_software(self, software: InstalledSoftware) -> None: ...
+    async def send_update_report(self, report: UpdateReport) -> None: ...
     async def download(
         self,
         update_id: str,
@@ -346,8 +349,14 @@ class Interpreter:
                 await backend.send_installed_packages(packages)
                 logger.info("Sent the list of %d installed packages to Core", len(packages))
                 return InstalledPackagesSent()
-            case SendInstalledSoftware():
-                return InstalledSoftwareSent()  # RVI only; nothing to do over HTTP (2016)
+            case SendInstalledSoftware(software=software):
+                await backend.send_installed_software(software)  # over RVI; nothing over HTTP
+                logger.info(
+                    "Sent the installed software (%d packages, %d firmwares)",
+                    len(software.packages),
+                    len(software.firmwares),
+                )
+                return InstalledSoftwareSent()
             case SendSystemInfo():
                 info = await self._system_info()
                 await backend.send_system_info(info)

@@ -77,8 +77,13 @@ class ReportSender:
         backoff: float = 5.0,
         max_backoff: float = 600.0,
         clock: Callable[[], float] = time.time,
+        ask_core_when_in_doubt: bool = True,
     ) -> None:
+        """:param ask_core_when_in_doubt: check Core's update list before sending again a
+        report whose POST may have arrived. Off when reports go over RVI: the node cannot be
+        asked, and Core's HTTP API may be out of reach; the report is then sent again."""
         self._backend = backend
+        self._ask_core = ask_core_when_in_doubt
         self._journal = journal
         self._backoff = Backoff(backoff, max_backoff)
         self._clock = clock
@@ -144,7 +149,7 @@ class ReportSender:
             report = msgspec.json.decode(pending.payload, type=UpdateReport)
         except msgspec.DecodeError as exc:
             return self._set_aside(pending, f"it cannot be read back: {exc}")
-        if pending.in_doubt:
+        if pending.in_doubt and self._ask_core:
             try:
                 if await self._core_has_it(update_id):
                     return UpdateReportSent(), True

@@ -62,6 +62,8 @@ class EventView(msgspec.Struct, frozen=True, omit_defaults=True):
     update_id: str | None
     since: str
     attempts: int
+    #: The gateway that delivers it: "socket" or "dbus".
+    channel: str
     last_error: str | None = None
     set_aside: str | None = None
 
@@ -121,7 +123,9 @@ def format_status(status: Status) -> str:
     lines.append(_heading("Undelivered event", len(status.events)))
     for event in status.events:
         about = f" for {event.update_id}" if event.update_id else ""
-        line = f"  #{event.id} {event.name}{about}, waiting since {event.since}"
+        line = (
+            f"  #{event.id} {event.name}{about} (by {event.channel}), waiting since {event.since}"
+        )
         lines.append(line + _tries(event.attempts, event.last_error, event.set_aside))
     lines.append(_heading("Pending report", len(status.reports)))
     for report in status.reports:
@@ -237,6 +241,7 @@ def _event_view(event: OutboxEvent) -> EventView:
         update_id=event.update_id,
         since=_iso(event.created_at),
         attempts=event.attempts,
+        channel=event.channel,
         last_error=event.last_error,
         set_aside=event.set_aside,
     )

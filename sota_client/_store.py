@@ -133,7 +133,7 @@ class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event envelope waiting to be delivered to the SWLM's events socket."""
+    """An event envelope waiting to be delivered to an SWLM through one gateway (its channel)."""
 
     id: int
     name: str
@@ -147,6 +147,8 @@ class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     #: Why it is no longer delivered, if it was set aside.
     set_aside: str | None = None
+    #: The SWLM gateway that delivers it: ``socket`` (the events socket) or ``dbus``.
+    channel: str = "socket"
 
 
 class PendingReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -281,8 +283,13 @@ def _holders_v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE downloads ADD COLUMN total INTEGER")
 
 
+def _channels_v4(db: sqlite3.Connection) -> None:
+    """Each kept event names the SWLM gateway that delivers it; until now that was the socket."""
+    db.execute("ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'socket'")
+
+
 #: ``MIGRATIONS[n]`` takes a database from schema ``n`` to ``n + 1``; append, never edit.
-MIGRATIONS: tuple[Migration, ...] = (_create_v1, _lifecycle_v2, _holders_v3)
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _lifecycle_v2, _holders_v3, _channels_v4)
 #: The schema this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -295,8 +302,11 @@ _DOWNLOAD_COLUMNS = (
     "update_id, state, path, size, sha256, error, started_at, updated_at, received, total"
 )
 _EVENT_COLUMNS = (
-    "id, name, payload, update_id, attempts, next_attempt_at, last_error, created_at, set_aside"
+    "id, name, payload, update_id, attempts, next_attempt_at, last_error, created_at, set_aside,"
+    " channel"
 )
+#: The channel of events written when the daemon names none: the 2016 events socket.
+DEFAULT_CHANNELS = ("socket",)
 _REPORT_COLUMNS = (
     "update_id, payload, attempts, next_attempt_at, last_error, created_at, in_doubt, set_aside"
 )
@@ -333,6 +343,8 @@ class Journal:
         self._clock = clock
         self._max_events = max_events
         self._lock = threading.Lock()
+        #: The SWLM gateways that are on: every event for the SWLM is kept once for each.
+        self.event_channels: tuple[str, ...] = DEFAULT_CHANNELS
 
     @classmethod
     def open(
@@ -597,7 +609,8 @@ class Journal:
     # -- events for the SWLM ---------------------------------------------------------------
 
     def add_event(self, name: str, payload: bytes, update_id: str | None = None) -> int:
-        """Keep an event envelope until it is delivered; returns its id (ids only grow).
+        """Keep an event envelope until it is delivered, once for each of
+        :attr:`event_channels`; returns the id of the last copy (ids only grow).
 
         Past ``max_events`` undelivered events the oldest are dropped, with a WARNING, so that
         an SWLM that never listens cannot fill the disk.
@@ -606,18 +619,25 @@ class Journal:
             return self._add_event(db, name, payload, update_id)
 
     def _add_event(
-        self, db: sqlite3.Connection, name: str, payload: bytes, update_id: str | None
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        payload: bytes,
+        update_id: str | None,
+        channels: Sequence[str] | None = None,
     ) -> int:
         if not isinstance(payload, bytes):
             raise TypeError(f"an event payload must be bytes, not {type(payload).__name__}")
         now = self._clock()
-        cursor = db.execute(
-            "INSERT INTO outbox (name, payload, update_id, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (name, payload, update_id, now, now),
-        )
-        event_id = cursor.lastrowid
-        assert event_id is not None
+        event_id = 0
+        for channel in self.event_channels if channels is None else channels:
+            cursor = db.execute(
+                "INSERT INTO outbox (name, payload, update_id, next_attempt_at, created_at,"
+                " channel) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, payload, update_id, now, now, channel),
+            )
+            assert cursor.lastrowid is not None
+            event_id = cursor.lastrowid
         dropped = db.execute(
             "DELETE FROM outbox WHERE id <= ?", (event_id - self._max_events,)
         ).rowcount
@@ -629,16 +649,18 @@ class Journal:
             )
         return event_id
 
-    def due_events(self, now: float, limit: int) -> list[OutboxEvent]:
-        """The oldest undelivered events, in order, up to the first one not yet due.
+    def due_events(self, now: float, limit: int, channel: str = "socket") -> list[OutboxEvent]:
+        """The oldest undelivered events of ``channel``, in order, up to the first one not yet
+        due.
 
         Deliver them in the order given and stop at the first failure, so that no event
         overtakes an older one. ``now=math.inf`` returns them whatever their retry time.
         Events set aside are skipped.
         """
         rows = self._query(
-            f"SELECT {_EVENT_COLUMNS} FROM outbox WHERE set_aside IS NULL ORDER BY id LIMIT ?",
-            (limit,),
+            f"SELECT {_EVENT_COLUMNS} FROM outbox WHERE set_aside IS NULL AND channel = ?"
+            " ORDER BY id LIMIT ?",
+            (channel, limit),
         )
         events = []
         for row in rows:
@@ -653,9 +675,15 @@ class Journal:
         rows = self._query(f"SELECT {_EVENT_COLUMNS} FROM outbox ORDER BY id")
         return [_outbox_event(row) for row in rows]
 
-    def pending_events(self) -> int:
-        """How many events wait for delivery (not counting those set aside)."""
-        return int(self._query("SELECT count(*) FROM outbox WHERE set_aside IS NULL")[0][0])
+    def pending_events(self, channel: str | None = None) -> int:
+        """How many events wait for delivery through ``channel`` (None: any), not counting those
+        set aside."""
+        if channel is None:
+            return int(self._query("SELECT count(*) FROM outbox WHERE set_aside IS NULL")[0][0])
+        rows = self._query(
+            "SELECT count(*) FROM outbox WHERE set_aside IS NULL AND channel = ?", (channel,)
+        )
+        return int(rows[0][0])
 
     def has_pending_event(self, update_id: str, name: str) -> bool:
         """Whether an event ``name`` about ``update_id`` waits for delivery."""
@@ -695,22 +723,52 @@ class Journal:
             (error, event_id),
         )
 
-    def delivered_downloads(self) -> list[tuple[str, str]]:
-        """``(update_id, image path)`` of each update handed to the SWLM and not reported."""
+    def delivered_downloads(self, holder: str | None = None) -> list[tuple[str, str]]:
+        """``(update_id, image path)`` of each update handed to the SWLM (to ``holder`` only,
+        if given) and not reported."""
         rows = self._query(
-            "SELECT u.update_id, d.path FROM updates u JOIN downloads d USING (update_id)"
-            " WHERE u.state = 'delivered' AND d.state = 'complete' AND d.path IS NOT NULL"
-            " ORDER BY u.since, u.update_id"
+            "SELECT u.update_id, d.path, u.holder FROM updates u JOIN downloads d"
+            " USING (update_id) WHERE u.state = 'delivered' AND d.state = 'complete'"
+            " AND d.path IS NOT NULL ORDER BY u.since, u.update_id"
         )
-        return [(row[0], row[1]) for row in rows]
+        return [(row[0], row[1]) for row in rows if holder is None or row[2] == holder]
 
-    def hand_over_again(self, update_id: str, name: str, payload: bytes) -> None:
-        """A ``DELIVERED`` update goes back to ``DOWNLOADED`` with its event queued again
-        (the SWLM restarted and may have lost it); one transaction."""
+    def hand_over_again(
+        self, update_id: str, name: str, payload: bytes, channel: str = "socket"
+    ) -> None:
+        """A ``DELIVERED`` update goes back to ``DOWNLOADED`` with its event queued again for
+        ``channel`` (the SWLM there restarted and may have lost it); one transaction."""
         with self._transaction("hand_over_again") as db:
             if self._state(db, update_id) is UpdateState.DELIVERED:
-                self._add_event(db, name, payload, update_id)
+                self._add_event(db, name, payload, update_id, (channel,))
                 self._enter(db, update_id, UpdateState.DOWNLOADED)
+
+    def route_events(self) -> int:
+        """Give the events kept for a gateway that is now off to the SWLM gateways that are on
+        (:attr:`event_channels`), so that a change of config loses none; returns how many."""
+        if not self.event_channels:
+            return 0  # nothing can deliver them now: keep them for a gateway that will
+        with self._transaction("route_events") as db:
+            marks = ", ".join("?" * len(self.event_channels))
+            rows = db.execute(
+                f"SELECT id, name, payload, update_id FROM outbox"
+                f" WHERE set_aside IS NULL AND channel NOT IN ({marks}) ORDER BY id",
+                self.event_channels,
+            ).fetchall()
+            for event_id, name, payload, update_id in rows:
+                db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+                missing = [
+                    channel
+                    for channel in self.event_channels
+                    if db.execute(
+                        "SELECT 1 FROM outbox WHERE update_id IS ? AND name = ? AND channel = ?"
+                        " AND set_aside IS NULL",
+                        (update_id, name, channel),
+                    ).fetchone()
+                    is None
+                ]
+                self._add_event(db, name, bytes(payload), update_id, missing)
+            return len(rows)
 
     # -- small settings ------------------------------------------------------------------
 
@@ -974,6 +1032,7 @@ def _outbox_event(row: Sequence[Any]) -> OutboxEvent:
         last_error=row[6],
         created_at=row[7],
         set_aside=row[8],
+        channel=row[9],
     )
 
 

@@ -48,7 +48,7 @@ class _Journal(Protocol):
     def event_delivered(self, event_id: int, *, holder: str | None = None) -> None: ...
     def event_failed(self, event_id: int, next_attempt_at: float, error: str) -> None: ...
     def set_aside_event(self, event_id: int, error: str) -> None: ...
-    def delivered_downloads(self) -> list[tuple[str, str]]: ...
+    def delivered_downloads(self, holder: str | None = None) -> list[tuple[str, str]]: ...
     def hand_over_again(self, update_id: str, name: str, payload: bytes) -> None: ...
     def setting(self, key: str) -> str | None: ...
     def set_setting(self, key: str, value: str) -> None: ...
@@ -90,6 +90,7 @@ class EventOutbox:
         self._wake = anyio.Event()
         self._strikes = Strikes()
         self._listener: str | None = None  # the socket file we last delivered to
+        self.holder = f"the SWLM at {path}"
 
     @staticmethod
     def entry_for(event: Event) -> tuple[str, bytes] | None:
@@ -122,7 +123,7 @@ class EventOutbox:
         if identity is None or self._listener is None or _text(identity) == self._listener:
             return
         self._listener = None
-        again = self._journal.delivered_downloads()
+        again = self._journal.delivered_downloads(self.holder)
         if again:
             logger.info(
                 "The SWLM at %s restarted: handing over again %d update(s) it has not reported",
@@ -178,7 +179,7 @@ class EventOutbox:
                 )
                 return next_at
             kill_point("events.delivered")  # the SWLM has it and the journal does not know yet
-            self._journal.event_delivered(item.id, holder=f"the SWLM at {self.path}")
+            self._journal.event_delivered(item.id, holder=self.holder)
             self._delivered_to(identity)
             self._strikes.clear(item.id)
             about = "" if item.update_id is None else f" for update {item.update_id}"

@@ -75,6 +75,7 @@ SAMPLES: list[tuple[str, str, str, str, Any]] = [
     ("dbus", "software_manager", '"org.example.Swlm"', "org.example.Swlm", None),
     ("dbus", "software_manager_path", '"/org/example/Swlm"', "/org/example/Swlm", None),
     ("dbus", "timeout", "-5", "-5", -5),
+    ("dbus", "bus", '"system"', "system", None),
     (
         "device",
         "uuid",

@@ -11,7 +11,7 @@ import pytest
 
 from sota_client._cli import main
 from sota_client._status import age_text, format_status, read_status
-from sota_client._store import Journal, JournalError
+from sota_client._store import SCHEMA_VERSION, Journal, JournalError
 from swlm_sdk.protocol import ResultCode, UpdateReport
 
 T0 = 1_796_000_000.0  # 2026-11-30T...Z
@@ -101,7 +101,7 @@ def test_json_has_the_same_facts_for_programs(state_dir: Path) -> None:
     assert reports["pending"]["attempts"] == 1
     assert reports["pending"]["result_code"] == "INSTALL_FAILED"
     assert reports["stuck"]["set_aside"] == "Core refused it: 400 Bad Request"
-    assert status["schema"] == 3
+    assert status["schema"] == SCHEMA_VERSION
 
 
 def config_file(tmp_path: Path, state_dir: Path) -> Path:
@@ -171,7 +171,8 @@ def test_a_journal_of_another_schema_is_refused_with_what_to_do(tmp_path: Path) 
     db = sqlite3.connect(tmp_path / "sota.db")
     db.execute("PRAGMA user_version = 2")
     db.close()
-    with pytest.raises(JournalError, match=r"schema 2; this program reads schema 3 \(start"):
+    expected = rf"schema 2; this program reads schema {SCHEMA_VERSION} \(start"
+    with pytest.raises(JournalError, match=expected):
         Journal.open_read_only(tmp_path / "sota.db")
 
 
