@@ -107,3 +107,67 @@ async def test_the_websocket_exchange_is_what_the_gateway_does() -> None:
                     event = await next_event()
                     assert isinstance(event, ws.TextMessage)
                     assert event.data == text
+
+
+def blocks(marker: str) -> list[str]:
+    """The code blocks after ``<!-- marker -->`` (and the one after that, for a pair)."""
+    pattern = rf"<!-- {re.escape(marker)} -->\n```\w+\n(.*?)```(?:\n```\w+\n(.*?)```)?"
+    found = re.findall(pattern, DOC.read_text(), re.DOTALL)
+    assert found, f"no {marker} block in {DOC.name}"
+    return [part for match in found for part in match if part]
+
+
+def test_the_documented_introspection_is_what_the_dbus_gateway_answers() -> None:
+    from sota_client._config_schema import DBusConfig
+    from sota_client.gateways._dbus import DBusGateway
+
+    (documented,) = blocks("dbus: introspection")
+    gateway = DBusGateway(DBusConfig(), None, execute=execute, submit=lambda c: None)  # type: ignore[arg-type]
+    answered = gateway._introspection("/org/genivi/SotaClient")
+    assert answered.split("\n", 2)[2] == documented
+
+
+def test_the_documented_edge_messages_are_accepted() -> None:
+    from sota_client.gateways._rvi_rpc import Message, ServicesAvailable, parse_edge_request
+
+    parsed = [parse_edge_request(block.encode()) for block in blocks("rvi: edge")]
+    assert [p.service if isinstance(p, Message) else "services_available" for p in parsed] == [
+        "/sota/notify",
+        "/sota/start",
+        "/sota/chunk",
+        "/sota/finish",
+        "/sota/getpackages",
+        "services_available",
+    ]
+    assert isinstance(parsed[-1], ServicesAvailable)
+
+
+def test_the_documented_edge_error_is_the_answer() -> None:
+    from sota_client.gateways._rvi_rpc import RpcError, encode_error, parse_edge_request
+
+    request, answer = blocks("rvi: error")
+    with pytest.raises(RpcError) as caught:
+        parse_edge_request(request.encode())
+    assert encode_error(caught.value).decode() == answer.strip()
+
+
+def test_the_documented_messages_to_the_node_are_what_the_daemon_sends() -> None:
+    from sota_client.gateways._rvi_rpc import encode_message, encode_register, update_report
+    from swlm_sdk.protocol import OperationResult, ResultCode, UpdateReport
+
+    (register,) = blocks("rvi: register")
+    assert encode_register(1796180000000000000, "http://127.0.0.1:9080", "/sota/start") == (
+        register.strip().encode()
+    )
+    (message,) = blocks("rvi: message")
+    report = UpdateReport(
+        "d5b6fb49-7aa8-4a9f-bc25-b6be0c4f5f5e",
+        (
+            OperationResult(
+                "0c24f1ca-2a9e-4c0f-a730-fd29f759db89", ResultCode.INSTALL_FAILED, "rpm failed"
+            ),
+        ),
+    )
+    body = update_report("123e4567-e89b-12d3-a456-426655440000", report)
+    sent = encode_message(1796180000000000000, "genivi.org/backend/sota/report", body, 1796180060)
+    assert sent == message.strip().encode()

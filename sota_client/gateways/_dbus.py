@@ -146,7 +146,7 @@ class DBusGateway:
                     tg.start_soon(self._deliver_forever, connection)
                     await connection.closed()
                     tg.cancel_scope.cancel()
-                problem = "the bus closed the connection"
+                problem = connection.close_reason or "the bus closed the connection"
             except (DBusError, SotaError) as exc:
                 problem = str(exc)
             finally:

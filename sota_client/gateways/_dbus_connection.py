@@ -257,6 +257,8 @@ class DBusConnection:
         max_handlers: int,
     ) -> None:
         self.unique_name = ""
+        #: Why the connection ended, once it has (the bus closed it, a broken message...).
+        self.close_reason = ""
         self._stream = stream
         self._task_group = task_group
         self._method_handler = method_handler
@@ -485,7 +487,9 @@ class DBusConnection:
         """Give up on the connection: wake every pending call and stop the reader."""
         if not self._is_closed:
             who = f" {self.unique_name}" if self.unique_name else ""
-            logger.warning("D-Bus connection%s closed: %s", who, reason)
+            # The owner says it once, with what it means for the daemon (see close_reason).
+            logger.debug("D-Bus connection%s closed: %s", who, reason)
+            self.close_reason = reason
         self._shut()
         self._reader_scope.cancel()
 

@@ -74,12 +74,15 @@ def _read_address(process: subprocess.Popen[bytes], fd: int, stderr: Path) -> st
 
 
 @contextmanager
-def start_bus(directory: Path, listen: str | None = None) -> Iterator[Bus]:
-    """A dbus-daemon listening on ``listen`` (default: a socket in ``directory``), stopped after."""
+def start_bus(
+    directory: Path, listen: str | None = None, *, config_text: str = CONFIG
+) -> Iterator[Bus]:
+    """A dbus-daemon listening on ``listen`` (default: a socket in ``directory``), stopped after;
+    ``config_text`` is its configuration, with ``{address}`` where it listens."""
     if not os.access(DBUS_DAEMON, os.X_OK):
         pytest.skip(f"{DBUS_DAEMON} is not installed (install the dbus-daemon package)")
     config = directory / "bus.conf"
-    config.write_text(CONFIG.format(address=listen or f"unix:path={directory / 'bus'}"))
+    config.write_text(config_text.format(address=listen or f"unix:path={directory / 'bus'}"))
     stderr = directory / "stderr"
     read_fd, write_fd = os.pipe()
     # stderr goes to a file, not a pipe: a daemon with much to say must never block on it.

@@ -808,3 +808,71 @@ def test_many_threads_at_once(journal: Journal) -> None:
         assert mine == list(range(per_thread))  # each thread's events in its own order
         assert journal.update_state(f"t{t}") is UpdateState.DOWNLOADING
     assert journal.pending_reports() == threads * 5
+
+
+# -- outbox channels: one copy of each SWLM event per SWLM gateway --------------------------------
+
+
+def test_a_schema_3_journal_keeps_its_events_for_the_socket(db_path: Path) -> None:
+    db_path.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        _migrate(db, MIGRATIONS[:3])
+        db.execute(
+            "INSERT INTO outbox (name, payload, update_id, next_attempt_at, created_at)"
+            " VALUES ('DownloadComplete', x'7b7d', 'a', 1, 1)"
+        )
+    finally:
+        db.close()
+    with Journal.open(db_path) as journal:
+        (event,) = journal.events()
+        assert event.channel == "socket"
+        assert journal.due_events(math.inf, 10, "dbus") == []
+
+
+def test_each_swlm_gateway_gets_its_own_copy_and_the_first_delivery_counts(
+    journal: Journal,
+) -> None:
+    journal.event_channels = ("socket", "dbus")
+    journal.begin_download("u1", "/p/u1")
+    journal.finish_download("u1", 1, "00", event=("DownloadComplete", b"e"))
+    assert journal.pending_events() == 2
+    assert journal.pending_events("dbus") == 1
+    (by_dbus,) = journal.due_events(math.inf, 10, "dbus")
+    (by_socket,) = journal.due_events(math.inf, 10, "socket")
+    assert (by_dbus.channel, by_socket.channel) == ("dbus", "socket")
+    journal.event_delivered(by_dbus.id, holder="the SWLM on D-Bus")
+    assert _holder(journal, "u1") == "the SWLM on D-Bus"
+    journal.event_delivered(by_socket.id, holder="the SWLM at the socket")
+    assert _holder(journal, "u1") == "the SWLM on D-Bus"  # already delivered: unchanged
+    assert journal.pending_events() == 0
+
+
+def test_handing_over_again_goes_to_one_gateway_only(journal: Journal) -> None:
+    journal.event_channels = ("socket", "dbus")
+    journal.begin_download("u1", "/p/u1")
+    journal.finish_download("u1", 1, "00", event=("DownloadComplete", b"e"))
+    for event in sorted(journal.events(), key=lambda e: e.channel):  # D-Bus first
+        journal.event_delivered(event.id, holder=f"the SWLM by {event.channel}")
+    assert journal.delivered_downloads("the SWLM by socket") == []  # the D-Bus one took it
+    assert journal.delivered_downloads("the SWLM by dbus") == [("u1", "/p/u1")]
+    journal.hand_over_again("u1", "DownloadComplete", b"e", "dbus")
+    assert [e.channel for e in journal.events()] == ["dbus"]
+    assert journal.update_state("u1") is UpdateState.DOWNLOADED
+
+
+def test_events_kept_for_a_gateway_turned_off_go_to_those_turned_on(journal: Journal) -> None:
+    journal.begin_download("u1", "/p/u1")
+    journal.finish_download("u1", 1, "00", event=("DownloadComplete", b"e1"))
+    journal.event_channels = ("socket", "dbus")
+    journal.add_event("DownloadFailed", b"e2", "u2")  # already kept for both
+    journal.event_channels = ("dbus",)  # the socket is off now
+    assert journal.route_events() == 2
+    assert sorted((e.update_id, e.channel) for e in journal.events()) == [
+        ("u1", "dbus"),
+        ("u2", "dbus"),
+    ]
+    assert journal.route_events() == 0
+    journal.event_channels = ()  # nothing to deliver them: they stay where they are
+    assert journal.route_events() == 0
+    assert journal.pending_events() == 2

@@ -1,0 +1,250 @@
+"""The daemon as a process with ``gateway.dbus`` next to the GENIVI SWLM stand-in, on a private
+bus, against the simulator: each case ends in exactly one report at Core, under Core's id, with
+the code the SWLM sent (core-server-and-dbus.md §7.2)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sota_client.sim import CoreSimulator
+from tests.sota_client.dbus_fixtures import Bus, bus_env, dbus_bus
+
+from .harness import DEVICE, DaemonProcess, MakeDaemon
+
+pytestmark = pytest.mark.e2e
+__all__ = ["dbus_bus"]  # the fixture, imported to be used
+
+STUB = Path(__file__).with_name("genivi_swlm.py")
+DEADLINE = 30.0
+
+
+class Genivi:
+    """The GENIVI SWLM stand-in as a process; what it did, from its log lines."""
+
+    def __init__(self, bus: Bus, workdir: Path, *options: str) -> None:
+        self.bus = bus
+        self.log_path = workdir / "swlm.jsonl"
+        self.state = workdir / "swlm-state.json"
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Genivi:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(STUB),
+                *("--log", str(self.log_path), "--state", str(self.state)),
+                *self.options,
+            ],
+            env=bus_env(self.bus),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        runs = len(self.events("ready"))
+        self.wait_for(lambda: len(self.events("ready")) > runs)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def lines(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        text = self.log_path.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line["event"] == name]
+
+    def wait_for(self, predicate: Callable[[], object]) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the SWLM never did it; its log:\n{self.lines()}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def genivi(dbus_bus: Bus, workdir: Path) -> Iterator[Callable[..., Genivi]]:
+    started: list[Genivi] = []
+
+    def make(*options: str) -> Genivi:
+        swlm = Genivi(dbus_bus, workdir, *options)
+        started.append(swlm)
+        return swlm
+
+    yield make
+    for swlm in started:
+        swlm.stop()
+        print(f"--- SWLM log ---\n{swlm.lines()}")
+
+
+def image(update_id: str, *codes: int) -> tuple[bytes, list[str]]:
+    """An image for the stand-in (its manifest), one operation per result code, and the
+    operations' ids."""
+    operations = [
+        {"id": str(uuid.uuid4()), "operation": "installPackage", "result_code": code}
+        for code in codes
+    ]
+    body = {
+        "updateId": update_id,
+        "name": "ATS Demo",
+        "description": "demo",
+        "operations": operations,
+    }
+    return json.dumps(body).encode(), [op["id"] for op in operations]
+
+
+def dbus_daemon(
+    make_daemon: MakeDaemon, sim: CoreSimulator, bus: Bus, **device: Any
+) -> DaemonProcess:
+    daemon = make_daemon(
+        sim.url,
+        gateway={"socket": False, "dbus": True},
+        dbus={"timeout": 5},
+        device={"package_manager": "off", **device},
+    )
+    return daemon.start(env=bus_env(bus))
+
+
+def reports_of(sim: CoreSimulator, update_id: str) -> list[list[tuple[str, int]]]:
+    return [
+        [(r.id, r.result_code) for r in report.results]
+        for report in sim.reports(DEVICE)
+        if report.update_id == update_id
+    ]
+
+
+def test_the_swlm_report_reaches_core_under_its_update_id_with_the_swlm_code(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """D3 and D4: the manifest says "libats", Core's id is a UUID; the code is 4, not 0."""
+    data, op_ids = image("libats", 0, 4)
+    sim.add_package("libats", "2.0.0", data=data)
+    swlm = genivi().start()
+    update_id = sim.queue_update(DEVICE, "libats", "2.0.0")
+    dbus_daemon(make_daemon, sim, dbus_bus)
+    sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
+    assert reports_of(sim, update_id) == [[(op_ids[0], 0), (op_ids[1], 4)]]
+    assert len(sim.reports(DEVICE)) == 1
+    swlm.wait_for(lambda: swlm.events("report"))
+    (introspected,) = swlm.events("introspected")[:1]
+    assert introspected["signature"] == "saa{sv}"  # typed from the daemon's XML
+    (report,) = swlm.events("report")
+    assert report["update_id"] == "libats"
+    assert report["reply"] == "ok"
+
+
+def test_two_updates_go_one_at_a_time_and_each_is_reported_once(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """D13: handed over back to back, the GENIVI SWLM would lose both reports."""
+    first_image, first_ops = image("first", 0)
+    second_image, second_ops = image("second", 0)
+    sim.add_package("first", "1.0", data=first_image)
+    sim.add_package("second", "1.0", data=second_image)
+    swlm = genivi("--install-seconds", "1").start()
+    first = sim.queue_update(DEVICE, "first", "1.0")
+    second = sim.queue_update(DEVICE, "second", "1.0")
+    dbus_daemon(make_daemon, sim, dbus_bus)
+    sim.wait_for(lambda: len(sim.reports(DEVICE)) == 2, timeout=DEADLINE)
+    assert reports_of(sim, first) == [[(first_ops[0], 0)]]
+    assert reports_of(sim, second) == [[(second_ops[0], 0)]]
+    assert [line["accepted"] for line in swlm.events("downloadComplete")] == [True, True]
+
+
+def test_a_corrupt_image_is_reported_failed_at_the_deadline_and_the_next_one_goes(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """D12: the SWLM never reports an image it cannot unpack; the daemon does, once."""
+    good, good_ops = image("good", 0)
+    sim.add_package("corrupt", "1.0", data=b"\x00not a squashfs image\xff" * 8)
+    sim.add_package("good", "1.0", data=good)
+    swlm = genivi().start()
+    corrupt = sim.queue_update(DEVICE, "corrupt", "1.0")
+    following = sim.queue_update(DEVICE, "good", "1.0")
+    dbus_daemon(make_daemon, sim, dbus_bus, report_timeout=2)
+    sim.wait_for(lambda: len(sim.reports(DEVICE)) == 2, timeout=DEADLINE)
+    (report,) = [r for r in sim.reports(DEVICE) if r.update_id == corrupt]
+    assert [r.result_code for r in report.results] == [19]  # GENERAL_ERROR
+    assert reports_of(sim, following) == [[(good_ops[0], 0)]]
+    assert len(swlm.events("corrupt")) == 1
+
+
+def test_an_update_waits_for_an_swlm_that_is_not_running_yet(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """D11: no ServiceUnknown failure report; the SWLM gets it when its name appears."""
+    data, op_ids = image("late", 0)
+    sim.add_package("late", "1.0", data=data)
+    update_id = sim.queue_update(DEVICE, "late", "1.0")
+    daemon = dbus_daemon(make_daemon, sim, dbus_bus)
+    daemon.wait_log(lambda text: "is not on the bus" in text)
+    assert sim.reports(DEVICE) == []
+    genivi().start()
+    sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
+    assert reports_of(sim, update_id) == [[(op_ids[0], 0)]]
+
+
+def test_an_swlm_killed_during_the_install_gets_the_update_again_after_its_restart(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """The SWLM took the image and died before reporting: its restart is a new bus name, so
+    the daemon hands the image over again, and Core gets one report."""
+    data, op_ids = image("flaky", 0)
+    sim.add_package("flaky", "1.0", data=data)
+    slow = genivi("--install-seconds", "60").start()
+    update_id = sim.queue_update(DEVICE, "flaky", "1.0")
+    daemon = dbus_daemon(make_daemon, sim, dbus_bus)
+    slow.wait_for(lambda: slow.events("downloadComplete"))
+    slow.stop(signal.SIGKILL)
+    genivi().start()
+    daemon.wait_log(lambda text: "handing it over again" in text)
+    sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
+    assert reports_of(sim, update_id) == [[(op_ids[0], 0)]]
+
+
+def test_a_daemon_restart_keeps_the_update_and_the_swlm_gets_it_once(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """Downloaded while the SWLM was away, the daemon restarted: the journal still has it."""
+    data, op_ids = image("kept", 0)
+    sim.add_package("kept", "1.0", data=data)
+    update_id = sim.queue_update(DEVICE, "kept", "1.0")
+    daemon = dbus_daemon(make_daemon, sim, dbus_bus)
+    daemon.wait_log(lambda text: "is not on the bus" in text)
+    daemon.kill()
+    swlm = genivi().start()
+    daemon.start(env=bus_env(dbus_bus))
+    sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
+    assert reports_of(sim, update_id) == [[(op_ids[0], 0)]]
+    assert len(swlm.events("downloadComplete")) == 1
+
+
+def test_an_update_kept_for_the_socket_goes_over_dbus_after_a_change_of_config(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any
+) -> None:
+    """Downloaded for an SWLM on the events socket that never listened; the integrator then
+    moves to D-Bus: the kept DownloadComplete goes to the D-Bus SWLM."""
+    data, op_ids = image("moved", 0)
+    sim.add_package("moved", "1.0", data=data)
+    update_id = sim.queue_update(DEVICE, "moved", "1.0")
+    socket_only = make_daemon(sim.url, device={"package_manager": "off"}).start()
+    socket_only.wait_log(lambda text: "couldn't deliver an event" in text)
+    socket_only.stop()
+    genivi().start()
+    dbus_daemon(make_daemon, sim, dbus_bus)
+    sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
+    assert reports_of(sim, update_id) == [[(op_ids[0], 0)]]
