@@ -117,11 +117,13 @@ class DBusGateway:
         self._connection: DBusConnection | None = None
         self._owner: str | None = None  # the SWLM's unique name now, from NameOwnerChanged
         self._swlm_appeared = False
+        self._name_was_held = False
         self._tg: TaskGroup | None = None
         self._calls = 0
         self._announced: dict[str, None] = {}  # ids told to the SWLM with updateAvailable
         self._warn = WarnOnce(logger)
-        self.connected = anyio.Event()  # for tests: set once the name is ours
+        self.connected = anyio.Event()  # set once the name is ours (the first time)
+        self._owned = anyio.Event()  # the name is ours in this connection to the bus
 
     # -- running ----------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class DBusGateway:
                 ):
                     self._tg = tg
                     self._connection = connection
+                    self._owned = anyio.Event()
                     await self._watch_swlm(connection)
                     await self._own_name(connection)
                     failures = 0
@@ -172,6 +175,7 @@ class DBusGateway:
                 self._config.interface,
                 self._config.path,
             )
+            self._owned.set()
             self.connected.set()
         elif code == _IN_QUEUE:
             # Another process holds it without allowing replacement (the GENIVI SWLM does so
@@ -192,9 +196,14 @@ class DBusGateway:
             raise SotaError(f"couldn't own the D-Bus name {name} (RequestName answered {code})")
 
     def _name_acquired(self, message: Message) -> None:
-        if message.body and message.body[0] == self._config.name:
+        if message.body and message.body[0] == self._config.name and not self._owned.is_set():
             logger.info("The D-Bus gateway now owns %s", self._config.name)
+            # Calls to the name went to its holder meanwhile: the GENIVI SWLM holds it while it
+            # reports, so a report may have been lost (see _hand_over_again_if_lost).
+            self._name_was_held = True
+            self._owned.set()
             self.connected.set()
+            self._wake.set()
 
     async def _watch_swlm(self, connection: DBusConnection) -> None:
         """Follow the SWLM's name: deliver when it appears, hand over again when it restarts."""
@@ -291,12 +300,15 @@ class DBusGateway:
         return None
 
     async def _deliver_forever(self, connection: DBusConnection) -> None:
+        # Not before the name is ours: the SWLM's report would go to whoever holds it.
+        await self._owned.wait()
         while True:
             self._wake = anyio.Event()
             retry_at: float | None = None
+            name_was_held, self._name_was_held = self._name_was_held, False
             held = self.outstanding()
             if held is not None:
-                self._hand_over_again_if_restarted(held)
+                self._hand_over_again_if_lost(held, name_was_held)
             if self.outstanding() is None:
                 due = self._journal.due_events(math.inf, 1, CHANNEL)
                 if due and (due[0].next_attempt_at <= self._clock() or self._swlm_appeared):
@@ -312,25 +324,34 @@ class DBusGateway:
             with anyio.move_on_after(wait):
                 await self._wake.wait()
 
-    def _hand_over_again_if_restarted(self, held: UpdateRecord) -> None:
-        """An SWLM that restarted since it took the update may have lost it (the GENIVI SWLM
-        answers an image it already installed with ``ALREADY_PROCESSED``)."""
+    def _hand_over_again_if_lost(self, held: UpdateRecord, name_was_held: bool) -> None:
+        """Hand the update over again when its report may be lost (the GENIVI SWLM answers an
+        image it already installed with ``ALREADY_PROCESSED``, so this is safe with it).
+
+        That is when the SWLM restarted since it took the update (a new unique name), and when
+        the daemon had to wait for its own name: the GENIVI SWLM takes the daemon's name for the
+        time of each call it makes, so one that reported while the daemon was down called
+        itself, and its report is gone.
+        """
         given_to = self._journal.setting(_OWNER_KEY)
-        if self._owner is None or given_to is None or self._owner == given_to:
+        restarted = self._owner is not None and given_to is not None and self._owner != given_to
+        if not restarted and not name_was_held:
             return
         record = self._journal.download(held.update_id)
         if record is None or record.path is None:
             return
+        why = (
+            f"the SWLM {self._config.software_manager} restarted ({self._owner}, was {given_to})"
+            if restarted
+            else f"another process held {self._config.name}, so a report may have gone there"
+        )
         logger.info(
-            "The SWLM %s restarted (%s, was %s) before reporting update %s; handing it over again",
-            self._config.software_manager,
-            self._owner,
-            given_to,
+            "Update %s was handed over and not reported, and %s; handing it over again",
             held.update_id,
+            why,
         )
         payload = encode_envelope(DownloadComplete(held.update_id, record.path, ""))
         self._journal.hand_over_again(held.update_id, DownloadComplete.name, payload, CHANNEL)
-        self._journal.set_setting(_OWNER_KEY, self._owner)
 
     async def _deliver(self, connection: DBusConnection, item: OutboxEvent) -> float | None:
         """Hand one kept event over; None when it is done with, else when to try again."""
@@ -359,6 +380,8 @@ class DBusGateway:
         message = new_method_call(
             self._swlm, "downloadComplete", "ss", (event.update_image, event.signature)
         )
+        # Before the call: killed once it went out, the daemon still knows who has the image.
+        self._journal.set_setting(_OWNER_KEY, owner)
         try:
             reply = await connection.call(message, timeout=self._timeout)
         except DBusError as exc:
@@ -371,7 +394,6 @@ class DBusGateway:
             )
         kill_point("events.delivered")  # the SWLM has it and the journal does not know yet
         self._journal.event_delivered(item.id, holder=self.holder)
-        self._journal.set_setting(_OWNER_KEY, owner)  # who has it: a restart is a new name
         self._warn.reset()
         logger.info(
             "Handed update %s to the SWLM %s (downloadComplete %s)",

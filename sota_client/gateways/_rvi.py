@@ -36,7 +36,14 @@ from swlm_sdk.protocol import (
 )
 
 from .._download import Checkpoint
-from .._errors import DownloadError, DownloadErrorKind, SotaError, TransportError, one_line
+from .._errors import (
+    BackendError,
+    DownloadError,
+    DownloadErrorKind,
+    SotaError,
+    TransportError,
+    one_line,
+)
 from .._store import Journal
 from .._warn_once import WarnOnce
 from ._local_http import (
@@ -273,8 +280,14 @@ class RviGateway:
         message = encode_message(time.time_ns(), service, body, int(time.time()) + MESSAGE_TIMEOUT)
         try:
             parse_message_reply(await self._post(self._node_url, message))
-        except RviReplyError as exc:
-            raise TransportError(f"the RVI node refused a message to {service}: {exc}") from None
+        except TransportError:
+            raise
+        except (RviReplyError, BackendError) as exc:
+            # Whatever the node says (an error object, a 4xx, a 401) is about the node, never
+            # Core's refusal of a report: the message is kept and sent again.
+            raise TransportError(
+                f"the RVI node refused a message to {service}: {exc}", maybe_delivered=False
+            ) from None
 
     def _backend_services(self, what: str) -> BackendServices:
         services = self.backend
@@ -320,6 +333,9 @@ class RviGateway:
             return image
         waiter = self._waiters.setdefault(update_id, _Waiter())
         try:
+            if self.local is None:  # registering still (the node may be starting too)
+                with anyio.move_on_after(self._idle):
+                    await self.registered.wait()
             if self.local is None:
                 raise TransportError(
                     f"couldn't ask for update {update_id} over RVI: the daemon is not "
@@ -412,9 +428,14 @@ class RviGateway:
                     await self._ack(services, update_id, [])
                 case Chunk(update_id=update_id, index=index, data=data):
                     services = self._backend_services("the acknowledgement")
-                    chunks = await anyio.to_thread.run_sync(
-                        self._transfers.chunk, update_id, index, data
-                    )
+                    try:
+                        chunks = await anyio.to_thread.run_sync(
+                            self._transfers.chunk, update_id, index, data
+                        )
+                    except TransferError as exc:
+                        if update_id not in self._transfers.active():  # dropped: a bound
+                            self._end(update_id, str(exc))
+                        raise
                     waiter = self._waiters.get(update_id)
                     if waiter is not None:
                         waiter.received += len(data)
@@ -426,8 +447,12 @@ class RviGateway:
                     assert self._tg is not None  # messages arrive only while serving
                     self._tg.start_soon(self._send_packages)
                 case Abort(update_id=update_id):
-                    for dropped in await anyio.to_thread.run_sync(self._transfers.abort, update_id):
-                        self._end(dropped, "the RVI backend aborted the transfer")
+                    dropped = await anyio.to_thread.run_sync(self._transfers.abort, update_id)
+                    # Also a download still waiting for its transfer to start.
+                    waiting = list(self._waiters) if update_id is None else [update_id]
+                    for aborted in dict.fromkeys([*dropped, *waiting]):
+                        if aborted in dropped or aborted in self._waiters:
+                            self._end(aborted, "the RVI backend aborted the transfer")
         except (SotaError, OSError) as exc:
             raise RpcError(
                 HANDLER_ERROR,
@@ -444,6 +469,8 @@ class RviGateway:
         try:
             path = await anyio.to_thread.run_sync(self._transfers.finish, update_id, destination)
         except TransferError as exc:
+            # Incomplete or corrupt: the download has failed, so nothing keeps the chunks.
+            await anyio.to_thread.run_sync(self._transfers.abort, update_id)
             self._end(update_id, str(exc))
             raise
         size, sha256 = await anyio.to_thread.run_sync(_measure, path)
@@ -465,6 +492,9 @@ class RviGateway:
             software = await daemon.installed_software()
         except SotaError as exc:
             logger.warning("couldn't tell the RVI backend what is installed: %s", exc)
+            return
+        except Exception:  # a bug in whoever answers: never the end of the gateway
+            logger.exception("couldn't tell the RVI backend what is installed")
             return
         await daemon.execute(SendInstalledSoftware(software))
 

@@ -248,3 +248,31 @@ def test_an_update_kept_for_the_socket_goes_over_dbus_after_a_change_of_config(
     dbus_daemon(make_daemon, sim, dbus_bus)
     sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
     assert reports_of(sim, update_id) == [[(op_ids[0], 0)]]
+
+
+@pytest.mark.parametrize("point", ["events.delivered", "journal.event_delivered"])
+def test_a_daemon_killed_as_it_hands_over_loses_nothing_and_reports_once(
+    sim: CoreSimulator, make_daemon: MakeDaemon, dbus_bus: Bus, genivi: Any, point: str
+) -> None:
+    """D10: killed just after the SWLM took the image (before or after the journal knew). The
+    SWLM installs and reports to the daemon's name, which it takes for the time of its call (a
+    GENIVI quirk), so it calls itself and loses the report. The restarted daemon has to wait
+    for its name, hands the update over again, and the SWLM answers ALREADY_PROCESSED."""
+    data, op_ids = image("killed", 0)
+    sim.add_package("killed", "1.0", data=data)
+    swlm = genivi("--timeout", "5").start()
+    update_id = sim.queue_update(DEVICE, "killed", "1.0")
+    daemon = make_daemon(
+        sim.url,
+        gateway={"socket": False, "dbus": True},
+        dbus={"timeout": 5},
+        device={"package_manager": "off"},
+    )
+    daemon.start(env={**bus_env(dbus_bus), "SOTA_KILL_AT": point})
+    assert daemon.wait_exit(DEADLINE) == -signal.SIGKILL
+    swlm.wait_for(lambda: swlm.events("introspected"))  # it holds the daemon's name now
+    daemon.start(env=bus_env(dbus_bus))
+    sim.wait_for(lambda: reports_of(sim, update_id), timeout=DEADLINE)
+    assert reports_of(sim, update_id) == [[(op_ids[0], 1)]]
+    swlm.wait_for(lambda: len(swlm.events("report")) == 2)
+    assert [r["reply"] == "ok" for r in swlm.events("report")] == [False, True]
