@@ -94,9 +94,10 @@ def genivi(dbus_bus: Bus, workdir: Path) -> Iterator[Callable[..., Genivi]]:
 def image(update_id: str, *codes: int) -> tuple[bytes, list[str]]:
     """An image for the stand-in (its manifest), one operation per result code, and the
     operations' ids."""
+    op_ids = [str(uuid.uuid4()) for _ in codes]
     operations = [
-        {"id": str(uuid.uuid4()), "operation": "installPackage", "result_code": code}
-        for code in codes
+        {"id": op_id, "operation": "installPackage", "result_code": code}
+        for op_id, code in zip(op_ids, codes, strict=True)
     ]
     body = {
         "updateId": update_id,
@@ -104,7 +105,7 @@ def image(update_id: str, *codes: int) -> tuple[bytes, list[str]]:
         "description": "demo",
         "operations": operations,
     }
-    return json.dumps(body).encode(), [op["id"] for op in operations]
+    return json.dumps(body).encode(), op_ids
 
 
 def dbus_daemon(
