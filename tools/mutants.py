@@ -58,7 +58,7 @@ MUTANTS = [
     Mutant(
         "a POST in doubt is checked against Core's list first",
         "sota_client/_reports.py",
-        "        if pending.in_doubt:",
+        "        if pending.in_doubt and self._ask_core:",
         "        if False:",
         ("tests/sota_client/test_reports.py",),
     ),
@@ -239,17 +239,17 @@ MUTANTS = [
         "sota_client/_poller.py",
         """        while True:
             await activity.wait_idle()
-            await self._sleep(self.wait())""",
+            delay = self.wait()""",
         """        while True:
-            await self._sleep(self.wait())""",
+            delay = self.wait()""",
         ("tests/sota_client/test_poller.py",),
     ),
     Mutant(
         "the poller waits for idle again before it polls",
         "sota_client/_poller.py",
-        """            await self._sleep(self.wait())
+        """            await self._sleep(delay)
             await activity.wait_idle()""",
-        """            await self._sleep(self.wait())""",
+        """            await self._sleep(delay)""",
         ("tests/sota_client/test_poller.py",),
     ),
     Mutant(
@@ -446,6 +446,120 @@ MUTANTS = [
             "test_out_of_descriptors_the_oldest_idle_connection_makes_room",
             "tests/sota_client/test_socket_gateway.py",
         ),
+    ),
+    # -- the D-Bus gateway: the GENIVI SWLM's round trip -------------------------------------
+    Mutant(
+        "D-Bus: the SWLM gets one update at a time",
+        "sota_client/gateways/_dbus.py",
+        "            if self.outstanding() is None:\n                due = self._journal",
+        "            if True:\n                due = self._journal",
+        ("tests/sota_client/test_dbus_gateway.py",),
+    ),
+    Mutant(
+        "D-Bus: a report under the manifest id is the update handed over",
+        "sota_client/gateways/_dbus.py",
+        "        return None if held is None else held.update_id",
+        "        return None",
+        ("tests/sota_client/test_dbus_gateway.py",),
+    ),
+    Mutant(
+        "D-Bus: an operation id that is not a UUID becomes the update id",
+        "sota_client/gateways/_dbus.py",
+        "r if _is_uuid(r.id) else msgspec.structs.replace(r, id=update_id)",
+        "r",
+        ("tests/sota_client/test_dbus_gateway.py",),
+    ),
+    Mutant(
+        "D-Bus: an SWLM that appears gets what waits for it at once",
+        "sota_client/gateways/_dbus.py",
+        "            self._swlm_appeared = True  # what waits for it goes now",
+        "            pass  #",
+        ("tests/sota_client/test_dbus_gateway.py",),
+    ),
+    Mutant(
+        "D-Bus: handed over again when its report may be lost",
+        "sota_client/gateways/_dbus.py",
+        "        if not restarted and not name_was_held:\n            return",
+        "        return",
+        ("tests/sota_client/test_dbus_gateway.py",),
+    ),
+    Mutant(
+        "D-Bus: handed over again when the daemon had to wait for its name",
+        "sota_client/gateways/_dbus.py",
+        "            self._name_was_held = True\n",
+        "",
+        ("tests/e2e/test_dbus_swlm.py",),
+    ),
+    Mutant(
+        "D-Bus: a report's result_code must be there",
+        "sota_client/gateways/_dbus_args.py",
+        '    if "result_code" not in entries:',
+        "    if False:",
+        ("tests/sota_client/test_dbus_args.py", "tests/sota_client/test_dbus_gateway.py"),
+    ),
+    Mutant(
+        "D-Bus: the reply says the journal has the report",
+        "sota_client/gateways/_dbus.py",
+        "        if self._holds(update_id, encode_report(report)):",
+        "        if True:",
+        ("tests/sota_client/test_dbus_gateway.py",),
+    ),
+    Mutant(
+        "events kept for a gateway turned off go to those turned on",
+        "sota_client/_daemon.py",
+        "    moved = journal.route_events()",
+        "    moved = 0",
+        ("tests/e2e/test_dbus_swlm.py",),
+    ),
+    Mutant(
+        "each SWLM gateway delivers only its own copy of an event",
+        "sota_client/_store.py",
+        'FROM outbox WHERE set_aside IS NULL AND channel = ?"\n',
+        'FROM outbox WHERE set_aside IS NULL AND ? IS NOT NULL"\n',
+        ("tests/sota_client/test_store.py",),
+    ),
+    # -- the RVI gateway ---------------------------------------------------------------------
+    Mutant(
+        "RVI: the image must match the SHA-1 of /sota/start",
+        "sota_client/gateways/_rvi_transfers.py",
+        "            if digest != transfer.checksum:",
+        "            if False:",
+        ("tests/sota_client/test_rvi_transfers.py", "tests/sota_client/test_rvi_gateway.py"),
+    ),
+    Mutant(
+        "RVI: chunks are joined in numeric order",
+        "sota_client/gateways/_rvi_transfers.py",
+        "        for index in sorted(sizes):",
+        "        for index in sorted(sizes, key=str):",
+        ("tests/sota_client/test_rvi_transfers.py",),
+    ),
+    Mutant(
+        "RVI: the edge takes no request from a web page",
+        "sota_client/gateways/_rvi.py",
+        "        if not host_allowed(request, origins) or not origin_allowed(request, ()):",
+        "        if False:",
+        ("tests/sota_client/test_rvi_gateway.py",),
+    ),
+    Mutant(
+        "RVI: a node's refusal is never Core's refusal of a report",
+        "sota_client/gateways/_rvi.py",
+        "        except (RviReplyError, BackendError) as exc:",
+        "        except RviReplyError as exc:",
+        ("tests/sota_client/test_rvi_gateway.py",),
+    ),
+    Mutant(
+        "RVI: a download with no chunk for the idle timeout fails",
+        "sota_client/gateways/_rvi.py",
+        "                if remaining <= 0:",
+        "                if remaining <= -3600:",
+        ("tests/sota_client/test_rvi_gateway.py",),
+    ),
+    Mutant(
+        "RVI: a report in doubt is sent again without asking Core",
+        "sota_client/_reports.py",
+        "        if pending.in_doubt and self._ask_core:",
+        "        if pending.in_doubt:",
+        ("tests/sota_client/test_reports.py",),
     ),
 ]
 

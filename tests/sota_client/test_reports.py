@@ -463,3 +463,26 @@ async def test_a_report_is_in_doubt_while_its_post_is_under_way(
             assert pending is not None
             assert pending.in_doubt
             tg.cancel_scope.cancel()
+
+
+async def test_without_asking_core_a_report_in_doubt_is_simply_sent_again(
+    sim: CoreSimulator, journal_path: Path
+) -> None:
+    """Over RVI Core's list cannot be asked (the node has no such call): the report whose
+    answer was lost goes again, with no request for Core's update list."""
+    update_id = sim.queue_update(DEVICE, "nano", "2.2.6")
+    sim.inject(LoseAnswerFault(route="report"))
+    with Journal.open(journal_path) as journal:
+        async with (
+            CoreBackend(sim.url, DEVICE, timeout=5.0) as backend,
+            anyio.create_task_group() as tg,
+        ):
+            sender = ReportSender(
+                backend, journal, backoff=0.02, max_backoff=0.05, ask_core_when_in_doubt=False
+            )
+            recorder = Recorder()
+            tg.start_soon(sender.run, recorder)
+            await sender.send(UpdateReport.single(update_id, ResultCode.OK, ""))
+            await recorder.wait_for(lambda events: events == [UpdateReportSent()])
+            tg.cancel_scope.cancel()
+    assert [r.route for r in sim.requests] == ["report", "report"]
