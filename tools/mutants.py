@@ -451,8 +451,8 @@ MUTANTS = [
     Mutant(
         "D-Bus: the SWLM gets one update at a time",
         "sota_client/gateways/_dbus.py",
-        "            if self.outstanding() is None:\n                due = self._journal",
-        "            if True:\n                due = self._journal",
+        "                self._note_waiting(held)\n            else:",
+        "                pass\n            if True:",
         ("tests/sota_client/test_dbus_gateway.py",),
     ),
     Mutant(

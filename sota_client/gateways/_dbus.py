@@ -118,6 +118,7 @@ class DBusGateway:
         self._owner: str | None = None  # the SWLM's unique name now, from NameOwnerChanged
         self._swlm_appeared = False
         self._name_was_held = False
+        self._waiting: tuple[str | None, str] | None = None  # (next update, the one held)
         self._tg: TaskGroup | None = None
         self._calls = 0
         self._announced: dict[str, None] = {}  # ids told to the SWLM with updateAvailable
@@ -309,7 +310,10 @@ class DBusGateway:
             held = self.outstanding()
             if held is not None:
                 self._hand_over_again_if_lost(held, name_was_held)
-            if self.outstanding() is None:
+            held = self.outstanding()
+            if held is not None:
+                self._note_waiting(held)
+            else:
                 due = self._journal.due_events(math.inf, 1, CHANNEL)
                 if due and (due[0].next_attempt_at <= self._clock() or self._swlm_appeared):
                     self._swlm_appeared = False
@@ -323,6 +327,18 @@ class DBusGateway:
                 wait = max(0.0, min(wait, retry_at - self._clock()))
             with anyio.move_on_after(wait):
                 await self._wake.wait()
+
+    def _note_waiting(self, held: UpdateRecord) -> None:
+        """Say once (at DEBUG) which update waits for which report: the SWLM gets one at a
+        time, and this is what an integrator reads when an update seems to stand still."""
+        due = self._journal.due_events(math.inf, 1, CHANNEL)
+        note = None if not due else (due[0].update_id, held.update_id)
+        if note is not None and note != self._waiting:
+            logger.debug(
+                "Update %s waits until the SWLM reports update %s (or its report_timeout ends)",
+                *note,
+            )
+        self._waiting = note
 
     def _hand_over_again_if_lost(self, held: UpdateRecord, name_was_held: bool) -> None:
         """Hand the update over again when its report may be lost (the GENIVI SWLM answers an

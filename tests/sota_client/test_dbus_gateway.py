@@ -184,10 +184,11 @@ async def test_a_report_under_the_manifest_id_reaches_core_under_its_own_id_with
 
 
 async def test_the_swlm_gets_one_update_at_a_time(
-    tmp_path: Path, sim: CoreSimulator, dbus_bus: Bus
+    tmp_path: Path, sim: CoreSimulator, dbus_bus: Bus, log_waiter: Any
 ) -> None:
     first = sim.queue_update(DEVICE, "libats", "2.0.0")
     second = sim.queue_update(DEVICE, "libats", "2.0.0")
+    held_back = log_waiter(f"Update {second} waits until the SWLM reports update {first}")
     async with (
         running_daemon(tmp_path, sim, event_outbox=True) as d,
         swlm_on(dbus_bus) as swlm,
@@ -195,7 +196,7 @@ async def test_the_swlm_gets_one_update_at_a_time(
     ):
         await download(d, first)
         await download(d, second)
-        await swlm.wait_for_images(1)
+        await held_back.wait()
         # The second waits in the outbox while the first is not reported.
         assert d.journal.pending_events(CHANNEL) == 1
         assert len(swlm.images) == 1

@@ -527,6 +527,20 @@ async def test_a_transfer_that_stops_sending_chunks_fails_after_the_idle_timeout
     assert leftovers == []
 
 
+async def test_a_transfer_that_never_starts_fails_after_the_idle_timeout(
+    tmp_path: Path, sim: CoreSimulator
+) -> None:
+    """The backend takes the DownloadStarted and sends nothing: the download must not hold the
+    queue for ever (2016 waited without end)."""
+    node = RviNode()
+    async with node.running(), rvi_rig(tmp_path, sim, node, idle_timeout=0.5) as rig:
+        assert (await rig.backend.notify(UPDATE)).ok
+        event = await download(rig)
+    assert isinstance(event, DownloadFailed), event
+    assert "no chunk" in event.reason
+    assert len(node.bodies(BACKEND_SERVICES["start"])) == 1
+
+
 async def test_an_abort_with_null_ends_the_transfer_in_progress(
     tmp_path: Path, sim: CoreSimulator
 ) -> None:
