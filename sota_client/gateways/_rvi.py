@@ -518,7 +518,9 @@ class RviBackend:
 
     def __init__(self, core: _Core, rvi: RviGateway) -> None:
         self._core = core
-        self._rvi = rvi
+        self.download = rvi.download
+        self.send_update_report = rvi.send_update_report
+        self.send_installed_software = rvi.send_installed_software
 
     @property
     def auth_configured(self) -> bool:
@@ -542,31 +544,6 @@ class RviBackend:
 
     async def send_system_info(self, text: str) -> None:
         await self._core.send_system_info(text)
-
-    async def send_update_report(self, report: UpdateReport) -> None:
-        await self._rvi.send_update_report(report)
-
-    async def send_installed_software(self, software: InstalledSoftware) -> None:
-        await self._rvi.send_installed_software(software)
-
-    async def download(
-        self,
-        update_id: str,
-        packages_dir: str,
-        *,
-        progress: Callable[[int, int | None], None] | None = None,
-        max_size: int = 0,
-        resume: Checkpoint | None = None,
-        checkpoint: Callable[[Checkpoint], None] | None = None,
-    ) -> RviImage:
-        return await self._rvi.download(
-            update_id,
-            packages_dir,
-            progress=progress,
-            max_size=max_size,
-            resume=resume,
-            checkpoint=checkpoint,
-        )
 
 
 class _Core(Protocol):

@@ -207,6 +207,9 @@ VALID: dict[int, st.SearchStrategy[tuple[Any, Any]]] = {
     id(kinds.FILE_MODE): _file_modes(),
     id(kinds.DOWNLOAD_SIZE): _integers(1, 2**64 - 1),
     id(kinds.DOWNLOAD_SLOTS): _integers(1, 16),
+    id(kinds.DBUS_BUS): st.sampled_from(
+        ["session", "system", "unix:path=/run/dbus/system_bus_socket", "unix:abstract=/tmp/x"]
+    ).map(lambda bus: (bus, bus)),
     id(kinds.ORIGINS): st.lists(
         st.builds(
             "{}://{}{}".format,
