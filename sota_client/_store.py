@@ -748,8 +748,13 @@ class Journal:
         (:attr:`event_channels`), so that a change of config loses none; returns how many."""
         if not self.event_channels:
             return 0  # nothing can deliver them now: keep them for a gateway that will
+        marks = ", ".join("?" * len(self.event_channels))
+        orphans = (
+            f"SELECT count(*) FROM outbox WHERE set_aside IS NULL AND channel NOT IN ({marks})"
+        )
+        if not self._query(orphans, self.event_channels)[0][0]:
+            return 0  # the usual start: no write (and no kill point) at all
         with self._transaction("route_events") as db:
-            marks = ", ".join("?" * len(self.event_channels))
             rows = db.execute(
                 f"SELECT id, name, payload, update_id FROM outbox"
                 f" WHERE set_aside IS NULL AND channel NOT IN ({marks}) ORDER BY id",

@@ -182,7 +182,7 @@ def daemon_config(tmp_path: Path, extra: str = "") -> str:
         ("", True),  # the built-in defaults: package_manager off, no gateway
         ("[gateway]\nsocket = true", False),
         ("[gateway]\nconsole = true", False),
-        ("[gateway]\ndbus = true", True),  # not available yet: nothing reaches the SWLM
+        ("[gateway]\ndbus = true", False),  # the D-Bus SWLM takes them
         ('package_manager = "deb"', False),
     ],
 )
