@@ -151,8 +151,11 @@ class DBusGateway:
                     await connection.closed()
                     tg.cancel_scope.cancel()
                 problem = connection.close_reason or "the bus closed the connection"
-            except (DBusError, SotaError) as exc:
-                problem = str(exc)
+            except Exception as exc:  # the bus went away, the journal failed, or a bug
+                error = _single(exc)
+                if not isinstance(error, SotaError):
+                    logger.error("The D-Bus gateway failed unexpectedly", exc_info=error)
+                problem = f"{error}" if isinstance(error, SotaError) else repr(error)
             finally:
                 self._connection = None
                 self._tg = None
@@ -550,6 +553,13 @@ class DBusGateway:
                 children = f"  <node name={quoteattr(child)}/>\n"
             return _DOCTYPE + f"<node>\n{children}</node>\n"
         return _DOCTYPE + _OBJECT_XML.format(interface=quoteattr(self._config.interface))
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) task-group exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _check_id(update_id: str) -> None:

@@ -236,7 +236,9 @@ class RviGateway:
                 body = encode_register(time.time_ns(), edge, service)
                 try:
                     names[service] = parse_register_reply(await self._post(self._node_url, body))
-                except SotaError as exc:
+                except Exception as exc:  # the node is away; a bug is logged and retried too
+                    if not isinstance(exc, SotaError):
+                        logger.exception("Registering %s with the RVI node failed", service)
                     failures += 1
                     delay = self._backoff.delay(failures)
                     self._warn(
@@ -267,7 +269,13 @@ class RviGateway:
     async def _expire_forever(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            for update_id in await anyio.to_thread.run_sync(self._transfers.expire, self._idle):
+            try:
+                expired = await anyio.to_thread.run_sync(self._transfers.expire, self._idle)
+            except Exception:  # a disk error removing chunks: try again next time
+                self._warn("expire", "couldn't drop an idle RVI transfer", exc_info=None)
+                logger.debug("Dropping idle RVI transfers failed", exc_info=True)
+                continue
+            for update_id in expired:
                 self._end(update_id, f"no chunk from the RVI backend for {self._idle:g} s")
 
     # -- to the backend ---------------------------------------------------------------------

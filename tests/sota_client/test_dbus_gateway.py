@@ -526,3 +526,44 @@ async def test_the_name_is_taken_once_its_holder_lets_go(
             with anyio.fail_after(10):
                 await gateway.connected.wait()
             tg.cancel_scope.cancel()
+
+
+class _FailsOnce:
+    """The journal, except that its first ``due_events`` raises as a bug would."""
+
+    def __init__(self, journal: Any) -> None:
+        self._journal = journal
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+    def due_events(self, *args: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the deliverer")
+        return self._journal.due_events(*args)
+
+
+async def test_a_bug_in_the_gateway_is_logged_and_the_gateway_starts_again(
+    tmp_path: Path, sim: CoreSimulator, dbus_bus: Bus, log_waiter: Any
+) -> None:
+    update_id = sim.queue_update(DEVICE, "libats", "2.0.0")
+    failed = log_waiter("The D-Bus gateway failed unexpectedly")
+    async with running_daemon(tmp_path, sim, event_outbox=True) as d, swlm_on(dbus_bus) as swlm:
+        d.journal.event_channels = (CHANNEL,)
+        await download(d, update_id)
+        gateway = DBusGateway(
+            DBusConfig(timeout=5),
+            _FailsOnce(d.journal),  # type: ignore[arg-type]
+            execute=d.interpreter.execute,
+            submit=d.interpreter.submit,
+            address=dbus_bus.address,
+            watch_interval=0.05,
+            backoff=FAST,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(gateway.serve)
+            await failed.wait()
+            await swlm.wait_for_images(1)  # served again, and the update went
+            tg.cancel_scope.cancel()
