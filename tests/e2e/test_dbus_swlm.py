@@ -174,7 +174,7 @@ def test_a_daemon_killed_as_it_hands_over_loses_nothing_and_reports_once(
     for its name, hands the update over again, and the SWLM answers ALREADY_PROCESSED."""
     data, op_ids = image("killed", 0)
     sim.add_package("killed", "1.0", data=data)
-    swlm = genivi("--timeout", "5").start()
+    swlm = genivi("--timeout", "8").start()  # its window to hold our name
     update_id = sim.queue_update(DEVICE, "killed", "1.0")
     daemon = make_daemon(
         sim.url,
