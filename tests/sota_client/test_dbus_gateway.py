@@ -51,12 +51,22 @@ class FakeSwlm:
 
     connection: DBusConnection
     images: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)  # path, interface, member, sig
     changes: Changes = field(default_factory=Changes)
     hold: anyio.Event | None = None  # while set, downloadComplete is not answered
     packages_reply: tuple[str, tuple[Any, ...]] = ("as", (["bluez_driver", "bluez_apps"],))
 
     async def handle(self, message: Message) -> Message | None:
-        member = message.header.fields.get(HeaderFields.member)
+        fields = message.header.fields
+        member = fields.get(HeaderFields.member)
+        self.calls.append(
+            (
+                fields.get(HeaderFields.path),
+                fields.get(HeaderFields.interface),
+                member,
+                fields.get(HeaderFields.signature),
+            )
+        )
         if member == "downloadComplete":
             if self.hold is not None:
                 await self.hold.wait()
@@ -168,6 +178,8 @@ async def test_a_report_under_the_manifest_id_reaches_core_under_its_own_id_with
         await download(d, update_id)
         await handed.wait()
         image, signature = swlm.images[0]
+        # As 2016 called it: the SWLM's bus name as the interface, two strings.
+        assert swlm.calls[0] == (SWLM_PATH, SWLM_NAME, "downloadComplete", "ss")
         assert await anyio.Path(image).read_bytes() == IMAGE
         assert signature == ""
         record = d.journal.update(update_id)
@@ -466,10 +478,12 @@ async def test_installed_packages_in_both_reply_forms(
 ) -> None:
     async with (
         running_daemon(tmp_path, sim, event_outbox=True) as d,
-        swlm_on(dbus_bus, packages_reply=reply),
+        swlm_on(dbus_bus, packages_reply=reply) as swlm,
         gateway_on(dbus_bus, d) as gateway,
     ):
         software = await gateway.installed_software()
+        (call,) = swlm.calls
+    assert call == (SWLM_PATH, SWLM_NAME, "getInstalledPackages", "bb")
     assert software.packages[0].package_id == "bluez_driver"
     if reply[0] == "as":
         assert [p.name for p in software.packages] == ["bluez_driver", "bluez_apps"]
