@@ -10,6 +10,7 @@ import html
 from importlib import resources
 
 from .._config import parse_socket_addr
+from ._local_http import url_host
 
 __all__ = ["hmi_page", "page_url", "websocket_url"]
 
@@ -30,14 +31,10 @@ def websocket_url(address: str) -> str:
     """``ws://host:port/`` for the page (``0.0.0.0`` or ``[::]`` when the gateway listens on
     every address: the page then puts in the host it was loaded from)."""
     host, port = parse_socket_addr(address)
-    return f"ws://{_url_host(host)}:{port}/"
+    return f"ws://{url_host(host)}:{port}/"
 
 
 def page_url(address: str) -> str:
     """``http://host:port/``: where the HTTP gateway at ``address`` serves the page."""
     host, port = parse_socket_addr(address)
-    return f"http://{_url_host(host)}:{port}/"
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    return f"http://{url_host(host)}:{port}/"

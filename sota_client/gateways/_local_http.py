@@ -38,6 +38,7 @@ __all__ = [
     "host_allowed",
     "is_peer_gone",
     "origin_allowed",
+    "url_host",
 ]
 
 logger = logging.getLogger(__name__)
@@ -361,6 +362,11 @@ class LocalServer:
         return self._host
 
     @property
+    def url(self) -> str:
+        """``scheme://host:port`` of the server (the bound port once serving)."""
+        return f"{self.scheme}://{url_host(self._host)}:{self._port}"
+
+    @property
     def open_connections(self) -> int:
         """Connections counted against ``max_connections``."""
         return len(self._open)
@@ -377,8 +383,7 @@ class LocalServer:
         listener = await SocketListener.from_socket(sock)
         async with listener:
             self._port = listener.extra(SocketAttribute.local_port)
-            shown = f"[{self._host}]" if ":" in self._host else self._host
-            logger.info("The %s listens on %s://%s:%d", self.name, self.scheme, shown, self._port)
+            logger.info("The %s listens on %s", self.name, self.url)
             async with anyio.create_task_group() as tg:
                 task_status.started()
                 await self._accept_loop(listener, tg)
@@ -517,11 +522,16 @@ def own_origins(host: str, port: int) -> tuple[str, ...]:
     """The origins of the pages a gateway at ``host:port`` serves, by the names a browser may
     use for it: the daemon's own pages, which the local API always lets in."""
     address = ipaddress.ip_address(host)
-    shown = f"[{host}]" if address.version == 6 else host
+    shown = url_host(host)
     names = [shown]
     if address.is_loopback or address.is_unspecified:
         names += [name for name in ("127.0.0.1", "localhost", "[::1]") if name != shown]
     return tuple(f"http://{name}:{port}" for name in names)
+
+
+def url_host(host: str) -> str:
+    """An IP address as it goes into a URL: an IPv6 one in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def origin_allowed(request: Request, allowed: Sequence[str]) -> bool:

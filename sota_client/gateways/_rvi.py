@@ -226,9 +226,7 @@ class RviGateway:
 
     async def _register(self) -> None:
         """Register every service, in the 2016 order, retrying while the node is away."""
-        edge = f"http://{self._server.host}:{self._server.port}"
-        if ":" in self._server.host:
-            edge = f"http://[{self._server.host}]:{self._server.port}"
+        edge = self._server.url
         names: dict[str, str] = {}
         failures = 0
         for service in SERVICES:
