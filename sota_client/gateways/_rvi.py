@@ -10,7 +10,6 @@ transfer's chunks are joined in index order and pass the SHA-1 that ``/sota/star
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -84,7 +83,7 @@ from ._rvi_rpc import (
     parse_register_reply,
     update_report,
 )
-from ._rvi_transfers import TransferError, Transfers
+from ._rvi_transfers import JoinedImage, TransferError, Transfers
 from ._socket import Execute
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "RviBackend", "RviGateway"]
@@ -104,15 +103,6 @@ Post = Callable[[str, bytes], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
-class RviImage:
-    """A transfer joined and checked: what ``download`` returns (like an HTTP download)."""
-
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Daemon:
     """What the gateway does with the daemon (see :meth:`RviGateway.serve`)."""
 
@@ -129,7 +119,7 @@ class _Waiter:
         self.changed = anyio.Event()
         self.last_chunk = time.monotonic()
         self.received = 0
-        self.image: RviImage | None = None
+        self.image: JoinedImage | None = None
         self.error: str | None = None
 
     def wake(self) -> None:
@@ -177,7 +167,7 @@ class RviGateway:
         )
         self.local: LocalServices | None = None
         self._waiters: dict[str, _Waiter] = {}
-        self._unsolicited: dict[str, RviImage] = {}  # transfers nobody asked for, joined
+        self._unsolicited: dict[str, JoinedImage] = {}  # transfers nobody asked for, joined
         self._tg: TaskGroup | None = None
         self._warn = WarnOnce(logger)
         self.registered = anyio.Event()
@@ -325,7 +315,7 @@ class RviGateway:
         max_size: int = 0,
         resume: Checkpoint | None = None,
         checkpoint: Callable[[Checkpoint], None] | None = None,
-    ) -> RviImage:
+    ) -> JoinedImage:
         """Ask the backend for the update and wait for its transfer.
 
         :raises DownloadError: the transfer failed its checks, was aborted, or stopped
@@ -473,14 +463,14 @@ class RviGateway:
     async def _finish(self, update_id: str) -> None:
         destination = os.path.join(self._packages_dir, update_id)
         try:
-            path = await anyio.to_thread.run_sync(self._transfers.finish, update_id, destination)
+            image = await anyio.to_thread.run_sync(
+                self._transfers.finish_image, update_id, destination
+            )
         except TransferError as exc:
             # Incomplete or corrupt: the download has failed, so nothing keeps the chunks.
             await anyio.to_thread.run_sync(self._transfers.abort, update_id)
             self._end(update_id, str(exc))
             raise
-        size, sha256 = await anyio.to_thread.run_sync(_measure, path)
-        image = RviImage(path, size, sha256)
         waiter = self._waiters.get(update_id)
         if waiter is not None:
             waiter.image = image
@@ -507,16 +497,6 @@ class RviGateway:
     def _serving(self) -> _Daemon:
         assert self._daemon is not None  # messages arrive only while serve() runs
         return self._daemon
-
-
-def _measure(path: str) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 class RviBackend:

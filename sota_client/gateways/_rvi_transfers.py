@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .._errors import SotaError, io_error_text
 from .._ids import PART_SUFFIX, check_update_id, shown_id
 
-__all__ = ["TransferError", "Transfers"]
+__all__ = ["JoinedImage", "TransferError", "Transfers"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,15 @@ _IMAGE_MODE = 0o644  # as a downloaded image: the SWLM may read it as another us
 _IMAGE_DIR_MODE = 0o750
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedImage:
+    """A transfer joined and checked: where the image is, its size and its SHA-256."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class TransferError(SotaError):
@@ -142,7 +151,13 @@ class Transfers:
             return sorted(transfer.sizes)
 
     def finish(self, update_id: str, destination: str) -> str:
-        """Join the chunks in numeric index order into ``destination`` and check the SHA-1.
+        """:meth:`finish_image`, returning only the image's path."""
+        return self.finish_image(update_id, destination).path
+
+    def finish_image(self, update_id: str, destination: str) -> JoinedImage:
+        """Join the chunks in numeric index order into ``destination`` and check the SHA-1;
+        the image's size and SHA-256 are taken in the same pass (the daemon's journal keeps
+        those of every download).
 
         The image appears at ``destination`` only complete, synced and checked: it is written
         as ``destination.part`` first and renamed. The transfer is dropped whether the check
@@ -181,7 +196,7 @@ class Transfers:
             del self._transfers[update_id]
         try:
             with self._os_errors(update_id, f"joining its chunks into {destination}"):
-                digest = _join(chunk_dir, transfer.sizes, destination)
+                digest, image = _join(chunk_dir, transfer.sizes, destination)
             if digest != transfer.checksum:
                 _unlink_quietly(destination + PART_SUFFIX)
                 raise TransferError(
@@ -194,7 +209,7 @@ class Transfers:
             with self._lock:
                 self._remove_quietly(aside)
         logger.info("RVI transfer of update %s complete: %s", shown_id(update_id), destination)
-        return destination
+        return image
 
     def abort(self, update_id: str | None = None) -> list[str]:
         """Drop one transfer, or every one (None); returns the ids dropped."""
@@ -358,8 +373,9 @@ def _require_directory(directory: int, name: str) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name)
 
 
-def _join(chunk_dir: int, sizes: dict[int, int], destination: str) -> str:
-    """Write the chunks in numeric order into ``destination.part``, synced; return the SHA-1."""
+def _join(chunk_dir: int, sizes: dict[int, int], destination: str) -> tuple[str, JoinedImage]:
+    """Write the chunks in numeric order into ``destination.part``, synced; return the SHA-1
+    and the image (its size and SHA-256)."""
     parent = os.path.dirname(destination) or "."
     os.makedirs(parent, _IMAGE_DIR_MODE, exist_ok=True)
     part = destination + PART_SUFFIX
@@ -367,10 +383,14 @@ def _join(chunk_dir: int, sizes: dict[int, int], destination: str) -> str:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     out = os.open(part, flags, _IMAGE_MODE)
     sha1 = hashlib.sha1(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    size = 0
     try:
         for index in sorted(sizes):  # ints: 10 after 9, not after 1 as names would sort
             data = _read_chunk(chunk_dir, index, sizes[index])
             sha1.update(data)
+            sha256.update(data)
+            size += len(data)
             _write_all(out, data)
         os.fsync(out)
     except BaseException:
@@ -378,7 +398,7 @@ def _join(chunk_dir: int, sizes: dict[int, int], destination: str) -> str:
         _unlink_quietly(part)
         raise
     os.close(out)
-    return sha1.hexdigest()
+    return sha1.hexdigest(), JoinedImage(destination, size, sha256.hexdigest())
 
 
 def _remove_entry(directory: int, name: str) -> None:

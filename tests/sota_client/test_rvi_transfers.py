@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from sota_client._errors import InvalidIdError, SotaError
 from sota_client.gateways._rvi_rpc import MAX_CHUNKS
-from sota_client.gateways._rvi_transfers import TransferError, Transfers
+from sota_client.gateways._rvi_transfers import JoinedImage, TransferError, Transfers
 
 SHA1_TEST = "4e1243bd22c66e76c2ba9eddc1f91394e57f9f83"  # of b"test\n"
 
@@ -565,3 +565,17 @@ def test_random_chunks_in_random_order_join_to_the_concatenation(
         transfers.finish("u1", destination)
         assert Path(destination).read_bytes() == image
         assert os.listdir(os.path.join(directory, "downloads")) == []
+
+
+def test_the_joined_image_comes_with_its_size_and_sha256(tmp_path: Path) -> None:
+    """Taken while joining, so the image is not read a second time for the journal."""
+    transfers = Transfers(str(tmp_path))
+    chunks = {1: b"first ", 2: b"second ", 3: b"third"}
+    image = b"".join(chunks.values())
+    transfers.start("u1", sha1(image), len(chunks))
+    for index, data in reversed(chunks.items()):
+        transfers.chunk("u1", index, data)
+    destination = str(tmp_path / "image")
+    assert transfers.finish_image("u1", destination) == JoinedImage(
+        destination, len(image), hashlib.sha256(image).hexdigest()
+    )
