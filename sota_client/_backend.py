@@ -1,4 +1,4 @@
-"""Core and auth-server HTTP calls over one long-lived httpx client; the only module using httpx.
+"""Core and auth-server HTTP calls over one keep-alive HTTP/1.1 client (``_http1``).
 
 The 2016 wire behaviour is kept (paths, bodies, headers, ``Url::join`` semantics, error texts)
 and its bugs are fixed: chunked bodies are read, redirects are bounded, TLS is verified, tokens
@@ -15,22 +15,13 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Self, TypeVar, cast
+from typing import Annotated, Self, TypeVar
 
 import anyio
-import httpx
 import msgspec
 
 from swlm_sdk import Backoff
@@ -53,8 +44,8 @@ from ._errors import (
     TokenError,
     TransportError,
     error_for_status,
-    reason_phrase,
 )
+from ._http1 import HttpClient, Response, Url
 from ._ids import check_update_id
 
 __all__ = ["AccessToken", "AuthSettings", "CoreBackend"]
@@ -62,13 +53,6 @@ __all__ = ["AccessToken", "AuthSettings", "CoreBackend"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_BACKOFF = Backoff()
-if logging.getLogger("httpx").level == logging.NOTSET:
-    # httpx logs every request at INFO with its full URL, query included, and presigned storage
-    # URLs carry credentials there; our own lines (below) leave the query out.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-if logging.getLogger("httpcore").level == logging.NOTSET:
-    # httpcore's DEBUG lines trace every socket step; they drown the daemon's own debug log.
-    logging.getLogger("httpcore").setLevel(logging.INFO)
 
 T = TypeVar("T")
 
@@ -131,13 +115,14 @@ class CoreBackend:
     :param ca_file: ``device.certificates_path``: the CA bundle that verifies https servers. It
         must load when a configured URL is https; for plain http it only serves redirects to
         https, and the system's CAs are used when it is missing.
-    :param timeout: seconds for each connect, read, write and pool wait; a whole JSON call (all
-        its redirects and its body) must finish within three times this.
+    :param timeout: seconds for each connect, read and write wait; a whole JSON call (all its
+        redirects and its body) must finish within three times this.
+    :param keepalive: seconds an idle connection is kept for the next call; the daemon makes it
+        longer than ``polling_sec``, so that polls do not connect anew each time.
     :param backoff: waits between token requests after failures and between download retries.
     :param auth_attempts: token requests made to recover from a 401/403 before giving up.
     :param download_retries: retries of a download that makes no progress.
     :param clock: monotonic seconds, injectable for token-expiry tests.
-    :param transport: an httpx transport to use instead of the network (tests only).
     :raises SotaError: a URL is not absolute http(s), or an https URL is configured and the CA
         bundle cannot be loaded.
     """
@@ -150,17 +135,17 @@ class CoreBackend:
         auth: AuthSettings | None = None,
         ca_file: str | None = None,
         timeout: float = 20.0,
+        keepalive: float = 60.0,
         user_agent: str | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
         auth_attempts: int = 5,
         download_retries: int = 5,
         clock: Callable[[], float] = time.monotonic,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._core = _base_url(core_url, "core.server")
         self._device_path = "/api/v1/mydevice/" + _segment(device_uuid, "device.uuid")
         self._auth = auth
-        self._token_url: httpx.URL | None = None
+        self._token_url: Url | None = None
         self._basic = ""
         urls = [self._core]
         if auth is not None:
@@ -168,7 +153,11 @@ class CoreBackend:
             urls.append(self._token_url)
             credentials = f"{auth.client_id}:{auth.client_secret}".encode()
             self._basic = "Basic " + base64.b64encode(credentials).decode("ascii")
-        verify = _tls_context(ca_file, required=any(url.scheme == "https" for url in urls))
+        if any(url.scheme == "https" for url in urls):
+            context = _tls_context(ca_file, required=True)  # a bad bundle fails at start-up
+            tls: Callable[[], ssl.SSLContext] = lambda: context  # noqa: E731
+        else:  # only a redirect to https needs it: built then (loading CAs takes 30 ms)
+            tls = lambda: _tls_context(ca_file, required=False)  # noqa: E731
         self._deadline = 3 * timeout
         self._backoff = backoff
         self._auth_attempts = max(1, auth_attempts)
@@ -179,19 +168,18 @@ class CoreBackend:
         self._token_failures = 0
         self._token_retry_at: float | None = None  # no token request before this (backoff)
         self._token_lock = anyio.Lock()
-        self._client = httpx.AsyncClient(
-            verify=verify,
-            trust_env=False,  # no proxy or CA settings from the environment of a daemon
-            follow_redirects=False,  # followed by hand: bounded, and without Authorization
-            http1=True,
-            http2=False,
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
+        # No proxy or CA settings come from the environment of a daemon; no Accept (2016 sent
+        # none); identity encoding, so that image bytes and Range offsets stay exact.
+        self._client = HttpClient(
+            tls=tls,
+            timeout=timeout,
+            keepalive=keepalive,
+            headers=[
+                ("Accept-Encoding", "identity"),
+                ("Connection", "keep-alive"),
+                ("User-Agent", user_agent or _default_user_agent()),
+            ],
         )
-        headers = self._client.headers
-        del headers["Accept"]  # 2016 sent none
-        headers["Accept-Encoding"] = "identity"  # image bytes and Range offsets stay exact
-        headers["User-Agent"] = user_agent or _default_user_agent()
 
     # -- lifecycle and state --------------------------------------------------------------
 
@@ -333,10 +321,10 @@ class CoreBackend:
 
     # -- auth -----------------------------------------------------------------------------
 
-    def _api_url(self, suffix: str) -> httpx.URL:
+    def _api_url(self, suffix: str) -> Url:
         try:
             return self._core.join(self._device_path + suffix)
-        except httpx.InvalidURL as exc:
+        except ValueError as exc:
             raise BackendError(f"Url parse error: {suffix[:200]!r}: {exc}") from None
 
     async def _call(
@@ -439,7 +427,7 @@ class CoreBackend:
     async def _exchange(
         self,
         method: str,
-        url: httpx.URL,
+        url: Url,
         headers: Mapping[str, str],
         content: bytes | None,
         body_limit: int,
@@ -457,12 +445,12 @@ class CoreBackend:
                     body = await response.read(body_limit + 1)
         except TimeoutError:
             raise TransportError(
-                f"HTTP transport error: {method} {_show(url)}: "
+                f"HTTP transport error: {method} {url.shown()}: "
                 f"no complete answer within {self._deadline:g} s"
             ) from None
         if len(body) > body_limit:
             raise BackendError(
-                f"HTTP client error: {method} {_show(url)}: "
+                f"HTTP client error: {method} {url.shown()}: "
                 f"the response is larger than {body_limit} bytes"
             )
         return body
@@ -471,45 +459,36 @@ class CoreBackend:
     async def _open(
         self,
         method: str,
-        url: httpx.URL,
+        url: Url,
         headers: Mapping[str, str],
         content: bytes | None = None,
-    ) -> AsyncIterator[_Response]:
+    ) -> AsyncIterator[Response]:
         """Send a request and follow redirects (without Authorization); yield the final response."""
         request_headers = dict(headers)
         for _hop in range(MAX_REDIRECTS + 1):
-            logger.debug("%s %s", method, _show(url))
+            logger.debug("%s %s", method, url.shown())
+            response = await self._client.request(
+                method, url, request_headers.items(), content=content
+            )
             try:
-                request = self._client.build_request(
-                    method, url, headers=request_headers, content=content
-                )
-            except (httpx.InvalidURL, UnicodeError, ValueError, TypeError) as exc:
-                raise BackendError(
-                    f"Http client error: cannot make the request {method} {_show(url)}: {exc}"
-                ) from exc
-            try:
-                response = await self._client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise _transport_error(method, url, exc) from exc
-            try:
-                reason = reason_phrase(response.status_code, response.reason_phrase)
-                logger.debug("Response status: %d %s", response.status_code, reason)
-                if response.status_code not in _REDIRECTS:
-                    yield _Response(response, method, url)
+                logger.debug("Response status: %d %s", response.status, response.reason)
+                if response.status not in _REDIRECTS:
+                    yield response
                     return
-                location = response.headers.get("Location")
+                location = response.header("Location")
                 if not location:
                     raise BackendError(
                         "Http client error: redirect missing Location header "
-                        f"({response.status_code} {reason} from {method} {_show(url)})",
+                        f"({response.status} {response.reason} from {method} {url.shown()})",
                         transient=True,  # a server misconfiguration, which may be fixed
                     )
                 url = _redirect_target(url, location)
                 # 2016: a redirect goes out without credentials (presigned storage URLs).
                 request_headers.pop("Authorization", None)
-                if response.status_code == 303:
+                if response.status == 303:
                     method, content = "GET", None
                     request_headers.pop("Content-Type", None)
+                await response.read(ERROR_BODY_LIMIT)  # drained, so the connection is reused
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
@@ -535,72 +514,6 @@ class _Credentials:
             raise
         self.used = token
         return {} if token is None else {"Authorization": f"Bearer {token.access_token}"}
-
-
-class _Response:
-    """An open httpx response as ``StreamedResponse``: httpx errors become TransportError."""
-
-    def __init__(self, response: httpx.Response, method: str, url: httpx.URL) -> None:
-        self._response = response
-        self._method = method
-        self._url = url
-
-    @property
-    def status(self) -> int:
-        return self._response.status_code
-
-    @property
-    def reason(self) -> str:
-        return reason_phrase(self._response.status_code, self._response.reason_phrase)
-
-    def header(self, name: str) -> str | None:
-        value: str | None = self._response.headers.get(name)
-        return value
-
-    def iter_raw(self) -> AsyncGenerator[bytes, None]:
-        return self._translated(self._response.aiter_raw())
-
-    async def read(self, limit: int) -> bytes:
-        body = bytearray()
-        async with aclosing(self._translated(self._response.aiter_bytes())) as chunks:
-            async for chunk in chunks:
-                body += chunk
-                if len(body) >= limit:
-                    break
-        return bytes(body[:limit])
-
-    async def _translated(self, chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-        """The chunks, with httpx errors as TransportError; ends ``chunks`` when closed early."""
-        source = _generator(chunks)
-        ended = False
-        try:
-            async for chunk in source:
-                yield chunk
-            ended = True
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            ended = True
-            raise _transport_error(self._method, self._url, exc) from exc
-        finally:
-            if not ended:
-                await self._finish(source)
-
-    async def _finish(self, source: AsyncGenerator[bytes, None]) -> None:
-        """Run httpx's chain of body generators to its end, so that none is left suspended.
-
-        Closing only the outer one would leave the inner ones to the garbage collector, which
-        trio reports as a ResourceWarning (encode/httpx#3686). Once the response is closed, the
-        innermost read fails at once and that error ends every generator of the chain.
-        """
-        with anyio.CancelScope(shield=True):
-            await self._response.aclose()
-            with contextlib.suppress(Exception):
-                async for _ in source:
-                    pass
-
-
-def _generator(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-    """httpx's body iterators are async generators; typed as such so they can be closed."""
-    return cast(AsyncGenerator[bytes, None], chunks)
 
 
 def _refresh_time(now: float, expires_in: int) -> float | None:
@@ -663,24 +576,25 @@ def _segment(value: str, what: str = "update id") -> str:
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
-def _base_url(value: str, what: str) -> httpx.URL:
+def _base_url(value: str, what: str) -> Url:
     try:
-        url = httpx.URL(value)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise SotaError(f"Url parse error: {what} = {value!r}: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise SotaError(f"Url parse error: {what} = {value!r} is not an absolute http(s) URL")
-    return url
+        return Url.parse(value)
+    except ValueError as exc:
+        raise SotaError(
+            f"Url parse error: {what} = {value!r} is not an absolute http(s) URL: {exc}"
+        ) from None
 
 
-def _redirect_target(url: httpx.URL, location: str) -> httpx.URL:
+def _redirect_target(url: Url, location: str) -> Url:
+    target = urllib.parse.urljoin(str(url), location.strip())
+    scheme = urllib.parse.urlsplit(target).scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = target.split("?", 1)[0][:200]
+        raise BackendError(f"Http client error: redirect to a non-http URL {shown!r}")
     try:
-        target = url.join(location)
-    except httpx.InvalidURL as exc:
+        return Url.parse(target)
+    except ValueError as exc:
         raise BackendError(f"Url parse error: redirect to {location[:200]!r}: {exc}") from None
-    if target.scheme not in ("http", "https") or not target.host:
-        raise BackendError(f"Http client error: redirect to a non-http URL {_show(target)}")
-    return target
 
 
 def _tls_context(ca_file: str | None, *, required: bool) -> ssl.SSLContext:
@@ -697,58 +611,6 @@ def _tls_context(ca_file: str | None, *, required: bool) -> ssl.SSLContext:
             "CA certificates %s not loaded (%s); using the system's for https", ca_file, reason
         )
         return ssl.create_default_context()
-
-
-def _show(url: httpx.URL) -> str:
-    """``scheme://host[:port]/path``: no query (presigned URLs carry credentials there)."""
-    path = url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
-    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{path}"
-
-
-_TRANSPORT_WHAT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.ConnectTimeout, "timed out connecting"),
-    (httpx.ReadTimeout, "timed out waiting for data"),
-    (httpx.WriteTimeout, "timed out sending"),
-    (httpx.PoolTimeout, "timed out waiting for a free connection"),
-    (httpx.ConnectError, "could not connect"),
-    (httpx.ReadError, "receiving failed"),
-    (httpx.WriteError, "sending failed"),
-    (httpx.RemoteProtocolError, "the server closed the connection or broke HTTP"),
-    (httpx.UnsupportedProtocol, "unsupported URL"),
-)
-
-
-_NEVER_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-)
-"""Failures before a connection existed: the request cannot have reached the server."""
-
-
-def _transport_error(
-    method: str, url: httpx.URL, exc: httpx.HTTPError | httpx.StreamError
-) -> TransportError:
-    what = next((text for kind, text in _TRANSPORT_WHAT if isinstance(exc, kind)), "failed")
-    detail = _first_reason(exc)
-    return TransportError(
-        f"HTTP transport error: {method} {_show(url)}: {what}: {detail}",
-        maybe_delivered=not isinstance(exc, _NEVER_SENT),
-    )
-
-
-def _first_reason(exc: BaseException) -> str:
-    """The first non-empty text along the chain of causes (on trio, httpx's own error is
-    empty and the TLS verification failure is two causes down)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if str(current):
-            return str(current)
-        current = current.__cause__ or current.__context__
-    return type(exc).__name__
 
 
 def _default_user_agent() -> str:

@@ -13,17 +13,13 @@ import logging
 import os
 import re
 import stat
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-    aclosing,
-    contextmanager,
-)
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
 from swlm_sdk import Backoff
 
@@ -55,7 +51,8 @@ logger = logging.getLogger(__name__)
 _DEFAULT_BACKOFF = Backoff()
 
 BATCH_BYTES = 1 << 20
-"""Bytes buffered before one thread hop writes and hashes them (one hop per MiB, not per chunk)."""
+"""Bytes received into one buffer before a worker thread hashes and writes them, while the
+next buffer fills: one thread hop per MiB, and memory bounded by two buffers."""
 
 DEFAULT_MAX_DOWNLOAD_SIZE = 4 << 30
 """The default of ``device.max_download_size``: no image may be larger (4 GiB)."""
@@ -84,8 +81,11 @@ class StreamedResponse(Protocol):
         """A response header (case-insensitive), or None."""
         ...
 
-    def iter_raw(self) -> AsyncGenerator[bytes, None]:
-        """The body exactly as sent (no content decoding); raises :class:`TransportError`."""
+    async def receive_into(self, view: memoryview) -> int:
+        """Body bytes exactly as sent (no content decoding) into ``view``; 0 at its end.
+
+        :raises TransportError: the connection failed.
+        """
         ...
 
     async def read(self, limit: int) -> bytes:
@@ -274,7 +274,8 @@ class _Job:
         self.interrupted = False  # the last failure broke off a body, rather than a connect
         self.file = _PartFile(self.part, update_id)
         self._checkpointed = 0  # the size of the last checkpoint (or of the resumed file)
-        self._due = checkpoint_due(0)
+        self._due = checkpoint_due(0)  # the offset where the next checkpoint's batch ends
+        self._accepted = 0  # bytes received so far: on disk, being written, or buffered
 
     @classmethod
     def open(
@@ -346,27 +347,71 @@ class _Job:
             )
 
     async def _stream(self, response: StreamedResponse) -> None:
-        buffer = bytearray()
-        try:
-            async with aclosing(response.iter_raw()) as chunks:
-                async for chunk in chunks:
-                    self._check_growth(len(buffer) + len(chunk))
-                    buffer += chunk
-                    if len(buffer) >= min(BATCH_BYTES, self._due - self.file.size):
-                        await self._flush(buffer)
-        except TransportError:
-            self.interrupted = True
-            await self._flush(buffer)  # what arrived is good: resume after it
-            if self.file.size > self._checkpointed:
-                if self.options.checkpoint is not None:
-                    await anyio.to_thread.run_sync(self.file.sync)
-                self._checkpoint()
-            raise
-        await self._flush(buffer)
+        """Receive the body into one buffer while a worker thread hashes and writes the other.
 
-    def _check_growth(self, extra: int) -> None:
-        """Refuse ``extra`` more bytes before they are written if they pass a bound."""
-        size = self.file.size + extra
+        Batches end at the checkpoint offsets, so that each checkpoint's bytes are written
+        (and synced) before it is taken. Exceptions are raised outside the task group, so
+        that callers see them as they are, not inside an exception group.
+        """
+        self._accepted = self.file.size
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            writer = _Writer(self, tg)
+            try:
+                try:
+                    await self._receive(response, writer)
+                except TransportError:
+                    with anyio.CancelScope(shield=True):
+                        await self._broken_off(writer)
+                    raise
+            except Exception as exc:  # raised again below, as it is
+                failure = exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await writer.settle()
+        if failure is not None:
+            raise failure
+
+    async def _receive(self, response: StreamedResponse, writer: _Writer) -> None:
+        buffers = (memoryview(bytearray(BATCH_BYTES)), memoryview(bytearray(BATCH_BYTES)))
+        current, filled = 0, 0
+        while True:
+            start = self._accepted - filled  # the file offset of the buffer's first byte
+            end = min(start + BATCH_BYTES, self._due)
+            writer.buffered = buffers[current][:filled]
+            count = await response.receive_into(buffers[current][filled : end - start])
+            if not count:
+                break
+            self._check_growth(self._accepted + count)
+            filled += count
+            self._accepted += count
+            if start + filled == end:
+                await writer.submit(buffers[current][:filled], at_due=end == self._due)
+                if end == self._due:
+                    self._due = checkpoint_due(end)
+                current, filled = 1 - current, 0
+        writer.buffered = None
+        if filled:
+            await writer.submit(buffers[current][:filled], at_due=False)
+        await writer.wait()
+
+    async def _broken_off(self, writer: _Writer) -> None:
+        """The body broke off: what arrived is good, so write it, sync it and checkpoint it,
+        and the next request resumes after it."""
+        self.interrupted = True
+        buffered, writer.buffered = writer.buffered, None
+        await writer.wait()
+        if buffered:
+            await writer.submit(buffered, at_due=False)
+            await writer.wait()
+        if self.file.size > self._checkpointed:
+            if self.options.checkpoint is not None:
+                await anyio.to_thread.run_sync(self.file.sync)
+            self._checkpoint()
+            self._due = checkpoint_due(self.file.size)  # the resumed transfer's offsets
+
+    def _check_growth(self, size: int) -> None:
+        """Refuse to grow the file to ``size`` bytes (before any is written) past a bound."""
         if self.total is not None and size > self.total:
             raise self._mismatch(f"the server sent more than the announced {self.total} bytes")
         if size > self.options.max_size:
@@ -378,25 +423,14 @@ class _Job:
                 update_id=self.update_id,
             )
 
-    async def _flush(self, buffer: bytearray) -> None:
-        """Write the buffer, split at the checkpoint offset so checkpoints land exactly there."""
-        while buffer:
-            room = self._due - self.file.size
-            if len(buffer) < room:
-                await anyio.to_thread.run_sync(self.file.write, buffer, False)
-                buffer.clear()
-                break
-            synced = self.options.checkpoint is not None
-            await anyio.to_thread.run_sync(self.file.write, buffer[:room], synced)
-            del buffer[:room]
-            self._checkpoint()
+    def _progress(self) -> None:
         if self.options.progress is not None:
             self.options.progress(self.file.size, self.total)
 
     def _checkpoint(self) -> None:
         """Tell the caller how much is on disk; its bytes were synced first, so that after a
         power cut the checkpoint still matches the file (and the resume is not wasted)."""
-        self._checkpointed_at(self.file.size)
+        self._checkpointed = self.file.size
         if self.options.checkpoint is not None:
             self.options.checkpoint(Checkpoint(self.file.size, self.file.sha256))
 
@@ -449,6 +483,55 @@ class _Job:
 
     def close(self) -> None:
         self.file.close()
+
+
+class _Writer:
+    """One batch at a time hashed and written in a worker thread, while the next arrives.
+
+    :meth:`submit` waits for the batch before (so only two buffers are ever in use), and each
+    finished batch is followed, in the event loop, by its checkpoint and the progress call.
+    """
+
+    def __init__(self, job: _Job, tg: TaskGroup) -> None:
+        self._job = job
+        self._tg = tg
+        self._done: anyio.Event | None = None
+        self._error: Exception | None = None
+        self._at_due = False
+        self.buffered: memoryview | None = None  # received, not yet submitted (for a break)
+
+    async def submit(self, batch: memoryview, *, at_due: bool) -> None:
+        """Start writing ``batch``; ``at_due``: it ends at a checkpoint, so sync it."""
+        await self.wait()
+        synced = at_due and self._job.options.checkpoint is not None
+        self._done, self._at_due = anyio.Event(), at_due
+        self._tg.start_soon(self._write, batch, synced, self._done)
+
+    async def _write(self, batch: memoryview, synced: bool, done: anyio.Event) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._job.file.write, batch, synced)
+        except Exception as exc:  # handed to the receiving task by wait()
+            self._error = exc
+        finally:
+            done.set()
+
+    async def wait(self) -> None:
+        """Wait for the batch being written; raise its error, or take its checkpoint."""
+        done, self._done = self._done, None
+        if done is None:
+            return
+        await done.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._at_due:
+            self._job._checkpoint()
+        self._job._progress()
+
+    async def settle(self) -> None:
+        """Wait for the batch being written, whatever its outcome (the file is closed next)."""
+        if self._done is not None:
+            await self._done.wait()
 
 
 def _int_header(response: StreamedResponse, name: str) -> int | None:
@@ -541,7 +624,7 @@ class _PartFile:
             self.update_id,
         )
 
-    def write(self, data: bytearray, sync: bool) -> None:
+    def write(self, data: memoryview, sync: bool) -> None:
         with self._os_errors("writing"), memoryview(data) as view:
             _write_all(self.fd, view)
             self._hash.update(view)

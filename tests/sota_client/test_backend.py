@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
 import msgspec
 import pytest
 
@@ -491,7 +490,6 @@ async def test_redirect_is_followed_without_authorization(
     assert await anyio.Path(result.path).read_bytes() == b"presigned image"
     assert f"GET {server.url}/storage/blob\n" in caplog.text + "\n"
     assert "X-Signature" not in caplog.text  # presigned URLs carry credentials in the query
-    assert "HTTP Request" not in caplog.text  # httpx's own INFO line shows the whole URL
     first, second, third = server.requests[1:]
     assert first.header("Authorization") == "Bearer token"
     assert second.target == "/storage/blob?X-Signature=secret"
@@ -666,56 +664,56 @@ async def test_https_with_a_ca_bundle_starts() -> None:
         pass
 
 
-# -- status-code edge cases (no server needed) --------------------------------------------
+# -- status-code edge cases --------------------------------------------------------------
 
 
-def mocked(handler: Callable[[httpx.Request], httpx.Response]) -> CoreBackend:
-    return CoreBackend("http://core", DEVICE, transport=httpx.MockTransport(handler))
-
-
-async def test_unknown_status_keeps_the_servers_reason() -> None:
-    async with mocked(
-        lambda request: httpx.Response(599, extensions={"reason_phrase": b"Odd"})
-    ) as core:
+async def test_unknown_status_keeps_the_servers_reason(server: ScriptedServer) -> None:
+    server.route("PUT", f"{API}/system_info", answer(599))  # the server says "Whatever"
+    async with backend(server, auth=False) as core:
         with pytest.raises(HttpStatusError) as caught:
             await core.send_system_info("{}")
-    assert str(caught.value) == "HTTP client error: Response Code: 599 Odd"
+    assert str(caught.value) == "HTTP client error: Response Code: 599 Whatever"
     assert caught.value.transient
 
 
-async def test_other_2xx_are_success() -> None:
-    async with mocked(lambda request: httpx.Response(202, content=b"queued")) as core:
+async def test_other_2xx_are_success(server: ScriptedServer) -> None:
+    server.route("PUT", f"{API}/system_info", answer(202, b"queued"))
+    async with backend(server, auth=False) as core:
         await core.send_system_info("{}")
 
 
-async def test_json_response_is_bounded() -> None:
+async def test_json_response_is_bounded(server: ScriptedServer) -> None:
     big = b"[" + b" " * (16 << 20) + b"]"
-    async with mocked(lambda request: httpx.Response(200, content=big)) as core:
+    server.route("GET", f"{API}/updates", answer(200, big))
+    async with backend(server, auth=False) as core:
         with pytest.raises(BackendError, match="larger than 16777216 bytes"):
             await core.get_update_requests()
 
 
-async def test_redirect_303_turns_a_post_into_a_get() -> None:
-    seen: list[tuple[str, str, bytes, str | None]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(
-            (request.method, request.url.path, request.content, request.headers.get("content-type"))
-        )
-        if request.url.path == "/moved":
-            return httpx.Response(200)
-        return httpx.Response(303, headers={"Location": "/moved"})
-
-    async with mocked(handler) as core:
+async def test_redirect_303_turns_a_post_into_a_get(server: ScriptedServer) -> None:
+    server.route(
+        "POST", f"{API}/updates/u1", lambda ex: ex.respond(303, headers=[("Location", "/moved")])
+    )
+    server.route("GET", "/moved", answer(200))
+    async with backend(server, auth=False) as core:
         await core.send_update_report(UpdateReport.single("u1", ResultCode.OK))
-    assert seen[1] == ("GET", "/moved", b"", None)
-    assert seen[0][0] == "POST"
+    post, get = server.requests
+    assert post.method == "POST"
+    assert (get.method, get.path, get.body, get.header("Content-Type")) == (
+        "GET",
+        "/moved",
+        b"",
+        None,
+    )
 
 
-async def test_redirect_to_a_non_http_url() -> None:
-    async with mocked(
-        lambda request: httpx.Response(302, headers={"Location": "file:///etc/passwd"})
-    ) as core:
+async def test_redirect_to_a_non_http_url(server: ScriptedServer) -> None:
+    server.route(
+        "GET",
+        f"{API}/updates",
+        lambda ex: ex.respond(302, headers=[("Location", "file:///etc/passwd")]),
+    )
+    async with backend(server, auth=False) as core:
         with pytest.raises(BackendError, match="redirect to a non-http URL"):
             await core.get_update_requests()
 
@@ -730,32 +728,33 @@ async def test_long_error_body_is_cut(server: ScriptedServer) -> None:
     assert caught.value.body == b"x" * (64 << 10)
 
 
-async def test_calls_refused_together_reauthenticate_once() -> None:
+async def test_calls_refused_together_reauthenticate_once(server: ScriptedServer) -> None:
     """Two calls refused with the same token fetch one new token, not one each."""
-    both_sent = anyio.Event()
-    refused: list[str] = []
+    both_sent = threading.Barrier(2, timeout=10)
     issued: list[str] = []
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/token":
-            issued.append(f"t{len(issued) + 1}")
-            return httpx.Response(200, content=token(issued[-1]))
-        if request.headers["Authorization"] == "Bearer t1":
-            refused.append(request.url.path)
-            if len(refused) == 2:
-                both_sent.set()
-            await both_sent.wait()
-            return httpx.Response(401)
-        return httpx.Response(200, content=b"[]")
+    def issue(exchange: Exchange) -> None:
+        issued.append(f"t{len(issued) + 1}")
+        exchange.json(200, token(issued[-1]))
 
-    settings = AuthSettings("http://auth", "id", "secret")
-    transport = httpx.MockTransport(handler)
-    async with CoreBackend("http://core", DEVICE, auth=settings, transport=transport) as core:
+    def refuse_t1(exchange: Exchange) -> None:
+        if exchange.request.header("Authorization") == "Bearer t1":
+            both_sent.wait()
+            exchange.respond(401)
+        else:
+            exchange.json(200, b"[]")
+
+    server.route("POST", "/token", issue)
+    server.route("GET", f"{API}/updates", refuse_t1)
+    server.route("PUT", f"{API}/installed", refuse_t1)
+    async with backend(server) as core:
+        await core.authenticate()
         with anyio.fail_after(10):
             async with anyio.create_task_group() as group:
                 group.start_soon(core.get_update_requests)
                 group.start_soon(core.send_installed_packages, [])
     assert issued == ["t1", "t2"]
+    refused = [r.path for r in server.requests if r.header("Authorization") == "Bearer t1"]
     assert sorted(refused) == [f"{API}/installed", f"{API}/updates"]
 
 
@@ -789,7 +788,7 @@ async def test_an_unexpected_library_error_becomes_an_internal_error(
         async def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("a bug deep in a library")
 
-        monkeypatch.setattr(core._client, "send", broken)
+        monkeypatch.setattr(core._client, "request", broken)
         for call in (
             core.get_update_requests(),
             core.send_update_report(UpdateReport.single("u1", ResultCode.OK)),
