@@ -201,6 +201,7 @@ class ScriptedServer:
         self._routes: dict[tuple[str, str], list[Handler]] = {}
         self._requests: list[Recorded] = []
         self._connections: set[socket.socket] = set()
+        self.accepted = 0  # connections accepted so far
         self.errors: list[BaseException] = []
         self._server = _Server(("127.0.0.1", 0), _RequestHandler)
         self._server.owner = self
@@ -251,6 +252,16 @@ class ScriptedServer:
     def _connected(self, connection: socket.socket) -> None:
         with self._lock:
             self._connections.add(connection)
+            self.accepted += 1
+
+    def close_connections(self) -> None:
+        """Close every open connection from the server's side (an idle timeout, say)."""
+        with self._lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _disconnected(self, connection: socket.socket) -> None:
         with self._lock:
