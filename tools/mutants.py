@@ -101,10 +101,10 @@ MUTANTS = [
     ),
     Mutant(
         "a refused connection is not in doubt",
-        "sota_client/_backend.py",
-        "        maybe_delivered=not isinstance(exc, _NEVER_SENT),",
-        "        maybe_delivered=True,",
-        ("tests/sota_client/test_reports.py",),
+        "sota_client/_http1.py",
+        "            with self.errors(method, url, sent=False, reading=False):",
+        "            with self.errors(method, url, sent=True, reading=False):",
+        ("tests/sota_client/test_reports.py", "tests/sota_client/test_http1.py"),
     ),
     # -- the interpreter -----------------------------------------------------------------------
     Mutant(
@@ -303,12 +303,65 @@ MUTANTS = [
         "        return ssl._create_unverified_context(cafile=ca_file)",
         ("tests/sota_client/test_tls.py",),
     ),
+    # -- the HTTP client and the download pipeline ----------------------------------------------
     Mutant(
-        "a transport error says why, also on trio",
-        "sota_client/_backend.py",
-        "    detail = _first_reason(exc)",
-        "    detail = str(exc) or type(exc).__name__",
-        ("tests/sota_client/test_tls.py",),
+        "a kept connection the server closed is not used again",
+        "sota_client/_http1.py",
+        "            if now - connection.idle_since <= self.keepalive and connection.looks_alive():",
+        "            if now - connection.idle_since <= self.keepalive:",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "a connection idle longer than keepalive is not used again",
+        "sota_client/_http1.py",
+        "            if now - connection.idle_since <= self.keepalive and connection.looks_alive():",
+        "            if connection.looks_alive():",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "only a body read to its end leaves the connection reusable",
+        "sota_client/_http1.py",
+        "        if self._done and self._reusable:",
+        "        if self._reusable:",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "Connection: close is honoured",
+        "sota_client/_http1.py",
+        """        self._reusable = head.http_version == b"1.1" and not _has_token(
+            self.header("Connection"), "close"
+        )""",
+        """        self._reusable = head.http_version == b"1.1"""",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "the idle connections are bounded",
+        "sota_client/_http1.py",
+        "        while len(self._idle) > self.MAX_IDLE:",
+        "        while len(self._idle) > 1000:",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "a chunk larger than the caller's buffer is kept for the next read",
+        "sota_client/_http1.py",
+        "                self._buffered = bytes(event.data[count:])",
+        "                pass",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "a download's next batch waits for the one being written",
+        "sota_client/_download.py",
+        """        await self.wait()
+        synced = at_due""",
+        """        synced = at_due""",
+        ("tests/sota_client/test_download.py",),
+    ),
+    Mutant(
+        "a checkpoint's batch is synced before the checkpoint is taken",
+        "sota_client/_download.py",
+        "        synced = at_due and self._job.options.checkpoint is not None",
+        "        synced = False",
+        ("tests/sota_client/test_download.py",),
     ),
     Mutant(
         "the open-file limit is raised for many socket peers",

@@ -386,6 +386,33 @@ async def test_checkpoints_fall_on_the_same_offsets_every_run(
     assert journal.threads == {threading.get_ident()}  # in the caller's thread
 
 
+async def test_every_checkpoint_is_on_disk_before_it_is_taken(
+    server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint promises its bytes survive a power cut: they are synced first, while the
+    next batch is already being received."""
+    synced: list[int] = []  # the file's size at each fdatasync
+    fdatasync = os.fdatasync
+
+    def watched(fd: int) -> None:
+        fdatasync(fd)
+        synced.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+    server.route("GET", DOWNLOAD, serve())
+    taken: list[tuple[int, list[int]]] = []
+
+    class Watching(Journal):
+        def __call__(self, checkpoint: Checkpoint) -> None:
+            super().__call__(checkpoint)
+            taken.append((checkpoint.size, list(synced)))
+
+    await download(server, tmp_path, journal=Watching())
+    assert [size for size, _ in taken] == [MiB, 2 * MiB, 3 * MiB]
+    for size, synced_before in taken:
+        assert size in synced_before
+
+
 async def test_checkpoint_when_the_transfer_breaks_off(
     server: ScriptedServer, tmp_path: Path
 ) -> None:
