@@ -307,15 +307,15 @@ MUTANTS = [
     Mutant(
         "a kept connection the server closed is not used again",
         "sota_client/_http1.py",
-        "            if now - connection.idle_since <= self.keepalive and connection.looks_alive():",
-        "            if now - connection.idle_since <= self.keepalive:",
+        "and connection.looks_alive():",
+        ":",
         ("tests/sota_client/test_http1.py",),
     ),
     Mutant(
         "a connection idle longer than keepalive is not used again",
         "sota_client/_http1.py",
-        "            if now - connection.idle_since <= self.keepalive and connection.looks_alive():",
-        "            if connection.looks_alive():",
+        "            if now - connection.idle_since <= self.keepalive and",
+        "            if True and",
         ("tests/sota_client/test_http1.py",),
     ),
     Mutant(
@@ -331,7 +331,21 @@ MUTANTS = [
         """        self._reusable = head.http_version == b"1.1" and not _has_token(
             self.header("Connection"), "close"
         )""",
-        """        self._reusable = head.http_version == b"1.1"""",
+        '        self._reusable = head.http_version == b"1.1"',
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "a request that may have been acted on is not sent again",
+        "sota_client/_http1.py",
+        "                if method not in _IDEMPOTENT:",
+        "                if False:",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "an idempotent request on a lost kept connection goes out again",
+        "sota_client/_http1.py",
+        "                if method not in _IDEMPOTENT:",
+        "                if True:",
         ("tests/sota_client/test_http1.py",),
     ),
     Mutant(

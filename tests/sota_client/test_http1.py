@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from sota_client._errors import BackendError, TransportError
-from sota_client._http1 import HttpClient, Response, Url
+from sota_client._http1 import Connection, HttpClient, Response, Url
 
 from ._http_server import Exchange, ScriptedServer, answer
 
@@ -95,6 +95,27 @@ async def test_a_kept_connection_the_server_closed_is_replaced(server: ScriptedS
     assert await get(http, server) == BODY  # no error: the closed connection was noticed
     await http.aclose()
     assert server.accepted == 2
+
+
+async def test_a_get_on_a_kept_connection_lost_unnoticed_goes_out_again(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closes the kept connection just as the request goes out: a GET is sent
+    again on a new connection, a POST is not (it may have been acted on)."""
+    server.route("GET", "/body", answer(200, BODY))
+    server.route("POST", "/body", answer(200, BODY))
+    monkeypatch.setattr(Connection, "looks_alive", lambda self: True)
+    http = client()
+    await get(http, server)
+    server.close_connections()
+    assert await get(http, server) == BODY
+    assert server.accepted == 2
+    server.close_connections()
+    with pytest.raises(TransportError) as caught:
+        await http.request("POST", Url.parse(server.url + "/body"), content=b"{}")
+    assert caught.value.maybe_delivered
+    await http.aclose()
+    assert [request.method for request in server.requests] == ["GET", "GET"]
 
 
 async def test_connection_close_is_honoured(server: ScriptedServer) -> None:
