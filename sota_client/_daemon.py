@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -32,22 +33,14 @@ from ._packages_dir import prepare_packages_dir
 from ._poller import Poller
 from ._report_timeout import ReportTimeout
 from ._reports import ReportSender
-from ._status import read_status
 from ._store import Journal
 from ._supervisor import supervise
-from ._sysinfo import run_system_info
 from .gateways import CommandServer, EventOutbox, run_console
-from .gateways._broadcast import Broadcaster
-from .gateways._dbus import CHANNEL as DBUS_CHANNEL
-from .gateways._dbus import DBusGateway
-from .gateways._hmi import hmi_page, page_url, websocket_url
-from .gateways._http import HttpGateway
-from .gateways._local_http import own_origins
-from .gateways._rvi import RviBackend, RviGateway
 from .gateways._unix import raise_open_file_limit
-from .gateways._websocket import WebsocketGateway
-from .pacman import create_package_manager
-from .pacman._base import PackageManager
+
+if TYPE_CHECKING:
+    from .gateways._rvi import RviGateway
+    from .pacman import PackageManager
 
 __all__ = ["run"]
 
@@ -122,18 +115,31 @@ def _backend(config: Config) -> CoreBackend:
         auth=auth,
         ca_file=config.device.certificates_path,
         timeout=config.core.timeout,
+        # Longer than the poll interval: each poll finds its connection still open.
+        keepalive=max(60.0, 2 * config.core.polling_sec + config.core.timeout),
     )
 
 
 async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: TaskGroup) -> None:
+    # What a config turns off is not imported: start-up pays only for what runs.
     manager = config.device.package_manager
-    package_manager = create_package_manager(manager.kind, manager.path)
+    package_manager = None
+    if manager.kind != "off":
+        from .pacman import create_package_manager
+
+        package_manager = create_package_manager(manager.kind, manager.path)
     system_info: Callable[[], Awaitable[str]] | None = None
     if config.device.system_info is not None:
+        from ._sysinfo import run_system_info
+
         system_info = functools.partial(run_system_info, config.device.system_info)
     network = config.network
     rvi = _rvi_gateway(config, journal, backend)
-    updates: BackendLike = backend if rvi is None else RviBackend(backend, rvi)
+    updates: BackendLike = backend
+    if rvi is not None:
+        from .gateways._rvi import RviBackend
+
+        updates = RviBackend(backend, rvi)
     reports = ReportSender(updates, journal, ask_core_when_in_doubt=rvi is None)
     services = Services(
         backend=updates,
@@ -169,6 +175,8 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
     dbus = None
     if config.gateway.dbus:
         assert config.dbus is not None  # the config reader requires [dbus] for it
+        from .gateways._dbus import DBusGateway  # jeepney and XML: only when D-Bus is on
+
         dbus = DBusGateway(
             config.dbus, journal, execute=interpreter.execute, submit=interpreter.submit
         )
@@ -209,6 +217,8 @@ def _route_swlm_events(config: Config, journal: Journal, services: Services) -> 
     if config.gateway.socket:
         channels.append("socket")
     if config.gateway.dbus:
+        from .gateways._dbus import CHANNEL as DBUS_CHANNEL  # only when D-Bus is on
+
         channels.append(DBUS_CHANNEL)
     journal.event_channels = tuple(channels)
     if not channels:
@@ -227,6 +237,8 @@ def _rvi_gateway(config: Config, journal: Journal, backend: CoreBackend) -> RviG
     if not config.gateway.rvi:
         return None
     assert config.rvi is not None  # the config reader requires [rvi] for it
+    from .gateways._rvi import RviGateway  # only when RVI is on
+
     return RviGateway(
         node_url=config.rvi.client,
         edge_address=config.network.rvi_edge_server,
@@ -259,12 +271,20 @@ def _software_of(
 async def _serve_local_api(
     config: Config, journal: Journal, interpreter: Interpreter, services: Services, tg: TaskGroup
 ) -> None:
-    """The HTTP and websocket gateways for HMIs and tools, sharing one event broadcaster."""
+    """The HTTP and websocket gateways for HMIs and tools, sharing one event broadcaster.
+
+    Each imports its modules in its own branch: wsproto loads only for the websocket, the HTTP
+    server and the HMI page only for HTTP."""
+    from .gateways._broadcast import Broadcaster
+
     network = config.network
     broadcaster = Broadcaster()
     services.subscribers.append(broadcaster.publish)
     services.progress = broadcaster.progress
     if config.gateway.websocket:
+        from .gateways._local_http import own_origins
+        from .gateways._websocket import WebsocketGateway
+
         # The HMI's page comes from the HTTP gateway: its origins, and any the config adds.
         origins = (
             *own_origins(*parse_socket_addr(network.http_server)),
@@ -275,6 +295,10 @@ async def _serve_local_api(
         )
         await tg.start(websocket.serve)
     if config.gateway.http:
+        from ._status import read_status
+        from .gateways._hmi import hmi_page, page_url, websocket_url
+        from .gateways._http import HttpGateway
+
         page = None
         if config.gateway.websocket:
             page = hmi_page(

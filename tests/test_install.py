@@ -13,6 +13,8 @@ changed. How the environments are made, and why:
 * The fresh environments are plain ``python -m venv`` ones, as the doc says, not
   ``--system-site-packages`` and never run from the checkout, so an import that works there came
   from the wheel and not from the checkout's editable install.
+* pip runs without ``PYTHONPYCACHEPREFIX``, so that the bytecode it compiles at install lands in
+  the packages' ``__pycache__``, where the device's interpreter finds it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ EXAMPLES = {
 CHECKOUT = "/path/to/checkout"
 #: Seconds one block may take (a pip install from a local index takes a few).
 DEADLINE = 110.0
+#: What the fresh environments do not take from the one running the tests.
+NOT_INHERITED = (
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PIP_REQUIRE_VIRTUALENV",
+    "PYTHONPYCACHEPREFIX",
+)
 
 
 def doc_block(mark: str, language: str = "sh", doc: Path = DOC) -> str:
@@ -168,11 +178,7 @@ def pip_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     pins = dependency_pins()
     assert any(pin.startswith("anyio==") for pin in pins)
     constraints.write_text("\n".join(pins) + "\n")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_REQUIRE_VIRTUALENV")
-    }
+    env = {key: value for key, value in os.environ.items() if key not in NOT_INHERITED}
     env.update(PIP_CONSTRAINT=str(constraints), PYTHONNOUSERSITE="1", PIP_NO_INPUT="1")
     return env
 
@@ -236,6 +242,22 @@ class Machine:
         for path in result.stdout.split():
             assert Path(path).is_relative_to(self.venv / "lib"), path
 
+    def has_bytecode(self) -> None:
+        """Every module of the two packages has its ``.pyc``, compiled at install: without
+        them each start of the daemon compiles its modules again (67-82 ms, issue 11), and
+        under ``PYTHONDONTWRITEBYTECODE`` or a read-only ``/opt`` it never stops doing so."""
+        [site] = self.venv.glob("lib/python3.*/site-packages")
+        tag = sys.implementation.cache_tag  # the environment runs this same interpreter
+        for package in ("sota_client", "swlm_sdk"):
+            sources = sorted((site / package).rglob("*.py"))
+            assert sources, package
+            missing = [
+                str(source.relative_to(site))
+                for source in sources
+                if not (source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc").is_file()
+            ]
+            assert missing == []
+
 
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory, pip_env: dict[str, str]) -> Path:
@@ -244,8 +266,9 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory, pip_env: dict[str, str])
     machine.run("test: build", pip_env)
     wheels = sorted(path.name for path in (machine.root / "wheelhouse").iterdir())
     assert f"sota_client-{sota_client.__version__}-py3-none-any.whl" in wheels
-    for dependency in ("anyio", "msgspec", "httpx", "httpcore", "h11"):
+    for dependency in ("anyio", "msgspec", "h11", "wsproto", "jeepney"):
         assert any(wheel.startswith(f"{dependency}-") for wheel in wheels), (dependency, wheels)
+    assert not [wheel for wheel in wheels if wheel.startswith(("httpx-", "httpcore-"))], wheels
     return machine.root
 
 
@@ -267,6 +290,7 @@ def test_install_from_the_wheelhouse_offline(device: Machine, pip_env: dict[str,
     assert (device.venv / "bin" / "sota_client").is_file()
     assert (device.venv / "bin" / "swlm").is_file()
     device.imports_from_the_environment(pip_env)
+    device.has_bytecode()
 
 
 def test_install_from_the_checkout(tmp_path: Path, pip_env: dict[str, str]) -> None:
@@ -275,6 +299,7 @@ def test_install_from_the_checkout(tmp_path: Path, pip_env: dict[str, str]) -> N
     output = machine.run("test: check", pip_env)
     assert output.startswith(f"{sota_client.__version__}\nusage: swlm ")
     machine.imports_from_the_environment(pip_env)
+    machine.has_bytecode()
 
 
 def test_the_example_swlms_run_where_the_doc_copies_them(
