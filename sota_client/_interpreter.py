@@ -264,7 +264,8 @@ class Interpreter:
     async def _run(
         self, command: Command, *, ticket: int | None = None, quiet: bool = False
     ) -> Event | None:
-        logger.debug("Running command: %s", _describe(command))
+        if logger.isEnabledFor(logging.DEBUG):  # built only when logged: on every poll and `ls`
+            logger.debug("Running command: %s", _describe(command))
         try:
             event = await self._dispatch(command, ticket)
         except AuthError as exc:
@@ -296,7 +297,8 @@ class Interpreter:
 
     async def publish(self, event: Event) -> None:
         """Hand an event to every gateway, then schedule what it causes."""
-        logger.debug("Event: %s", encode_event(event).decode())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Event: %s", encode_event(event).decode())
         for subscriber in self._s.subscribers:
             try:
                 await subscriber(event)

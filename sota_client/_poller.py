@@ -103,8 +103,7 @@ class Poller:
         return self._backoff.delay(self.failures) if self.failures else self.interval
 
     async def poll(self) -> None:
-        """One poll, and what it says about Core."""
-        _systemd.notify("STATUS=Polling Core for updates")
+        """One poll, and what it says about Core (in ``systemctl status`` when that changes)."""
         event = await self._interpreter.execute(GetUpdateRequests(), quiet=True)
         if isinstance(event, ErrorEvent | NotAuthenticated):
             self.failures += 1

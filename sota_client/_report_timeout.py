@@ -6,6 +6,9 @@ timeout for its report, this logs one warning with its id and age and queues a `
 report saying so, in one journal transaction that checks the update is still waiting (a report
 the SWLM sends at the last moment wins). The report sender then takes it to Core.
 
+Between two looks it sleeps until the next deadline, at most :data:`MAX_CHECK_INTERVAL`; with
+nothing handed over it sleeps until the journal says an update was (no wake-up while idle).
+
 Waits are measured on the monotonic clock while the daemon runs, so a wall clock set at boot
 (a device without a battery-backed clock) cannot time out every update at once; the time an
 update already waited before a restart is credited from the journal, at most the whole timeout.
@@ -13,8 +16,10 @@ update already waited before a restart is credited from the journal, at most the
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -58,11 +63,30 @@ class ReportTimeout:
         self._sleep = sleep
         #: ``(update_id, since)`` -> the monotonic time its report is due.
         self._deadlines: dict[tuple[str, float], float] = {}
+        self._handed_over = anyio.Event()
 
     async def run(self) -> None:
-        """Check, sleep until the next deadline (at most :data:`MAX_CHECK_INTERVAL`), repeat."""
-        while True:
-            await self._sleep(self.check())
+        """Check, sleep until the next deadline (at most :data:`MAX_CHECK_INTERVAL`) or, with
+        none, until an update is handed over; repeat."""
+        loop_thread = threading.get_ident()
+
+        def wake() -> None:
+            # Called in the thread that wrote the journal; only the event loop's may set the
+            # event (the daemon hands updates over there).
+            if threading.get_ident() == loop_thread:
+                self._handed_over.set()
+
+        self._journal.handed_over_listeners.append(wake)
+        try:
+            while True:
+                self._handed_over = anyio.Event()
+                delay = self.check()
+                if self._deadlines:
+                    await _first(self._handed_over.wait, functools.partial(self._sleep, delay))
+                else:
+                    await self._handed_over.wait()
+        finally:
+            self._journal.handed_over_listeners.remove(wake)
 
     def check(self) -> float:
         """Report every update whose time is up; return the seconds until the next look."""
@@ -97,3 +121,15 @@ class ReportTimeout:
             self.seconds,
         )
         self._queued()
+
+
+async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Wait until the first of ``waits`` ends; cancel the others."""
+
+    async def then_stop(wait: Callable[[], Awaitable[object]]) -> None:
+        await wait()
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for wait in waits:
+            tg.start_soon(then_stop, wait)

@@ -345,6 +345,9 @@ class Journal:
         self._lock = threading.Lock()
         #: The SWLM gateways that are on: every event for the SWLM is kept once for each.
         self.event_channels: tuple[str, ...] = DEFAULT_CHANNELS
+        #: Called, in the thread that wrote it, once an update was handed over (``DELIVERED``),
+        #: so that what waits for its report (``device.report_timeout``) need not poll.
+        self.handed_over_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def open(
@@ -697,6 +700,7 @@ class Journal:
         """The SWLM (``holder``, in words) has the event: forget it. A delivered
         ``DownloadComplete`` moves its update from ``DOWNLOADED`` to ``DELIVERED`` in the same
         transaction."""
+        handed_over = False
         with self._transaction("event_delivered") as db:
             row = db.execute(
                 "SELECT name, update_id FROM outbox WHERE id = ?", (event_id,)
@@ -705,6 +709,10 @@ class Journal:
             if row is not None and row[0] == "DownloadComplete" and row[1] is not None:
                 if self._state(db, row[1]) is UpdateState.DOWNLOADED:
                     self._enter(db, row[1], UpdateState.DELIVERED, holder=holder)
+                    handed_over = True
+        if handed_over:
+            for listener in list(self.handed_over_listeners):
+                listener()
 
     def event_failed(self, event_id: int, next_attempt_at: float, error: str) -> None:
         """Delivery failed with ``error``; try again at ``next_attempt_at``."""

@@ -10,6 +10,10 @@ that finds the queue full is dropped: the next one replaces it. Every other stat
 sent again, with the next message and by :func:`watchdog`'s retries, until systemd takes it:
 without ``READY=1`` systemd times the start out, without ``STOPPING=1`` it does not show the
 stop, and a ``WATCHDOG=1`` left to the next ping would arrive right at the watchdog's deadline.
+
+An idle daemon costs systemd and itself as little as it can: one datagram socket stays open
+(opened again after an error), and a ``STATUS=`` equal to the one systemd already has is not
+sent.
 """
 
 from __future__ import annotations
@@ -74,15 +78,6 @@ def _name(state: str) -> str:
     return state.partition("=")[0]
 
 
-def _send_now(address: str, data: bytes) -> None:
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.setblocking(False)  # a full queue raises BlockingIOError instead of waiting
-        sock.connect(address)
-        sock.send(data)
-
-
 class _Notifier:
     """The states kept for systemd; the first failure and the first recovery are logged above
     DEBUG, so a flapping queue cannot flood the log."""
@@ -90,6 +85,9 @@ class _Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._kept: dict[str, str] = {}  # name -> state, e.g. "READY" -> "READY=1"
+        self._status: str | None = None  # the last STATUS= systemd got
+        self._sock: socket.socket | None = None  # connected to self._address
+        self._address = ""
         self._warned = False
         self._recovered = False
         self._wakeup: tuple[anyio.Event, int] | None = None  # and the event loop's thread
@@ -100,10 +98,12 @@ class _Notifier:
             message = dict(self._kept)
             for state in states:
                 message[_name(state)] = state  # a newer value of a kept state wins
+            if "STATUS" in message and message["STATUS"] == self._status:
+                del message["STATUS"]  # systemd shows it already
             if not message:
                 return True
             try:
-                _send_now(address, "\n".join(message.values()).encode())
+                self._send_now(address, "\n".join(message.values()).encode())
             except OSError as exc:
                 full = isinstance(exc, BlockingIOError)  # no room now, not "nobody there"
                 self._kept = {k: v for k, v in message.items() if full and k not in _DROPPABLE}
@@ -115,10 +115,51 @@ class _Notifier:
                     self._recovered = True
                     logger.log(level, "systemd got %s after all", ", ".join(kept_before))
                 self._kept = {}
+                self._status = message.get("STATUS", self._status)
                 return True
         if wake:
             self._wake_resender()
         return False
+
+    def _send_now(self, address: str, data: bytes) -> None:
+        """One datagram on the socket kept open; a socket that failed is opened again once,
+        at once (systemd restarted, or the address changed), except on a full queue."""
+        for attempt in (1, 2):
+            sock = self._socket(address)
+            try:
+                sock.send(data)
+                return
+            except BlockingIOError:
+                raise  # no room now: the socket is fine
+            except OSError:
+                self._close()
+                if attempt == 2:
+                    raise
+
+    def _socket(self, address: str) -> socket.socket:
+        if self._sock is not None and self._address == address:
+            return self._sock
+        self._close()
+        target = "\0" + address[1:] if address.startswith("@") else address  # abstract namespace
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setblocking(False)  # a full queue raises BlockingIOError instead of waiting
+            sock.connect(target)
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._address = sock, address
+        return sock
+
+    def close(self) -> None:
+        """Close the socket kept open (the next message opens one again)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def _log_failure(self, address: str, exc: OSError, full: bool) -> None:
         if not full:

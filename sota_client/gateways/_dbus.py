@@ -74,6 +74,8 @@ _INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
 _MAX_CALLS_TO_SWLM = 16  # updateAvailable calls in flight; more are dropped with a warning
 _MAX_ANNOUNCED = 1024
 _BACKOFF = Backoff(1.0, 60.0)  # reconnecting, and handing an update over again
+# Events that may free the SWLM or give it work (a report that came another way frees it).
+_WAKING = frozenset({"DownloadFailed", "UpdateReportSent"})
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -93,10 +95,16 @@ class DBusGateway:
         submit: Callable[[Command], None],
         address: str | None = None,
         watch_interval: float = 1.0,
+        max_watch_interval: float = 30.0,
         backoff: Backoff = _BACKOFF,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """:param address: the bus address; by default the one ``dbus.bus`` names."""
+        """:param address: the bus address; by default the one ``dbus.bus`` names.
+        :param watch_interval: while the SWLM holds an update, the journal is looked at after
+            this many seconds, then twice as long each time, up to ``max_watch_interval``, for
+            a report that came another way (the commands socket, ``device.report_timeout``).
+            Otherwise the deliverer sleeps until there is work: an event for the SWLM, the
+            SWLM on the bus, a report, or a retry that falls due."""
         self._config = config
         self._journal = journal
         self._execute = execute
@@ -104,6 +112,7 @@ class DBusGateway:
         self._address = address
         self._timeout = float(config.timeout if config.timeout > 0 else 60)
         self._watch_interval = watch_interval
+        self._max_watch_interval = max(max_watch_interval, watch_interval)
         self._backoff = backoff
         self._clock = clock
         self._swlm = DBusAddress(
@@ -237,7 +246,7 @@ class DBusGateway:
     async def publish(self, event: Event) -> None:
         """A subscriber: wake the deliverer for an outbox event; announce an update that
         RVI made available (``updateAvailable``, as 2016 did)."""
-        if isinstance(event, DownloadComplete) or event.name == "DownloadFailed":
+        if isinstance(event, DownloadComplete) or event.name in _WAKING:
             self._wake.set()
         elif isinstance(event, UpdateAvailable):
             self._announce(event)
@@ -306,6 +315,8 @@ class DBusGateway:
     async def _deliver_forever(self, connection: DBusConnection) -> None:
         # Not before the name is ours: the SWLM's report would go to whoever holds it.
         await self._owned.wait()
+        look = self._watch_interval  # the next look at the journal while the SWLM holds one
+        looking_at: tuple[str, float] | None = None  # the update held at the last look
         while True:
             self._wake = anyio.Event()
             retry_at: float | None = None
@@ -316,7 +327,13 @@ class DBusGateway:
             held = self.outstanding()
             if held is not None:
                 self._note_waiting(held)
+                if looking_at != (held.update_id, held.since):
+                    looking_at, look = (held.update_id, held.since), self._watch_interval
+                wait = look
+                look = min(look * 2, self._max_watch_interval)
             else:
+                looking_at = None
+                wait = math.inf  # publish() or the bus wakes us
                 due = self._journal.due_events(math.inf, 1, CHANNEL)
                 if due and (due[0].next_attempt_at <= self._clock() or self._swlm_appeared):
                     self._swlm_appeared = False
@@ -325,9 +342,8 @@ class DBusGateway:
                         continue
                 elif due:
                     retry_at = due[0].next_attempt_at
-            wait = self._watch_interval
-            if retry_at is not None:
-                wait = max(0.0, min(wait, retry_at - self._clock()))
+                if retry_at is not None:
+                    wait = max(0.0, retry_at - self._clock())
             with anyio.move_on_after(wait):
                 await self._wake.wait()
 

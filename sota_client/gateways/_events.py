@@ -13,9 +13,11 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 
 from swlm_sdk import Backoff
 from swlm_sdk._killpoints import kill_point
@@ -23,6 +25,7 @@ from swlm_sdk.protocol import DownloadComplete, DownloadFailed, ErrorEvent, Even
 
 from .._supervisor import Strikes
 from ._unix import file_identity
+from ._watch import FileWatch, Identity
 
 __all__ = ["EventOutbox"]
 
@@ -43,8 +46,8 @@ class _OutboxEvent(Protocol):
 
 
 class _Journal(Protocol):
-    def due_events(self, now: float, limit: int) -> Sequence[_OutboxEvent]: ...
-    def pending_events(self) -> int: ...
+    def due_events(self, now: float, limit: int, channel: str = ...) -> Sequence[_OutboxEvent]: ...
+    def pending_events(self, channel: str | None = ...) -> int: ...
     def event_delivered(self, event_id: int, *, holder: str | None = None) -> None: ...
     def event_failed(self, event_id: int, next_attempt_at: float, error: str) -> None: ...
     def set_aside_event(self, event_id: int, error: str) -> None: ...
@@ -55,13 +58,23 @@ class _Journal(Protocol):
 
 
 _LISTENER_KEY = "events_socket_listener"
+_CHANNEL = "socket"  # the journal's outbox channel of this gateway
+_BATCH = 64
+_STARTING_FIRST = 0.01
+"""Seconds before a new socket file that refused is tried again (its SWLM bound it and does not
+listen yet); the wait doubles, :data:`_STARTING_TRIES` times, before the usual backoff."""
+_STARTING_TRIES = 8
 
 
 class EventOutbox:
     """Delivers ``DownloadComplete``/``DownloadFailed`` envelopes to the SWLM's events socket.
 
     If nobody listens, the envelope stays in the journal and is tried again with backoff, and
-    at once when the socket file appears or changes (an SWLM starting up).
+    at once when the socket file appears or changes (an SWLM starting up). Otherwise it sleeps
+    until there is work: a new event (:meth:`publish`), a retry that falls due, or, while
+    updates it handed over wait for their reports, a new socket file. The file is watched with
+    inotify, else looked at after ``watch_interval`` seconds, then less and less often, at
+    most ``max_watch_interval`` seconds apart (:class:`FileWatch`).
 
     The 0.1 protocol has no acknowledgement: an SWLM killed after reading an event but before
     saving it would lose it. So when the socket file is a different one than at the last
@@ -79,17 +92,27 @@ class EventOutbox:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         watch_interval: float = 1.0,
+        max_watch_interval: float = 30.0,
+        inotify: bool = True,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
+        """:param inotify: False to watch the socket file with the timed looks only.
+        :param sleep: every timed wait (tests record them)."""
         self.path = path
         self._journal = journal
         self._timeout = timeout
         self._backoff = Backoff(backoff, max_backoff)
         self._watch_interval = watch_interval
+        self._max_watch_interval = max_watch_interval
+        self._inotify = inotify
         self._clock = clock
+        self._sleep = sleep
         self._wake = anyio.Event()
         self._strikes = Strikes()
         self._listener: str | None = None  # the socket file we last delivered to
+        self._appeared: Identity | None = None  # the socket file the watch saw appear
+        self._starting_tries = 0  # since then, while it refuses connections
         self.holder = f"the SWLM at {path}"
 
     @staticmethod
@@ -107,14 +130,27 @@ class EventOutbox:
     async def run(self, publish: Callable[[Event], Awaitable[None]]) -> None:
         """Deliver kept envelopes in order, for ever; ``publish`` hears of set-aside events."""
         self._listener = self._journal.setting(_LISTENER_KEY)
-        while True:
-            self._wake = anyio.Event()
-            self._notice_restarted_listener()
-            failed = await self._deliver_due(publish)
-            if failed is not None:
-                await self._wait_for_listener(failed)
-            elif not self._journal.pending_events():
-                with anyio.move_on_after(self._watch_interval):
+        watch = FileWatch(
+            self.path,
+            first_check=self._watch_interval,
+            longest_check=self._max_watch_interval,
+            inotify=self._inotify,
+            sleep=self._sleep,
+        )
+        with watch:
+            while True:
+                self._wake = anyio.Event()
+                self._notice_restarted_listener()
+                failed = await self._deliver_due(publish)
+                if failed is not None:
+                    await self._wait_for_listener(watch, *failed)
+                elif self._journal.pending_events(_CHANNEL):
+                    await anyio.lowlevel.checkpoint()  # more than one batch
+                elif self._listener is not None and self._journal.delivered_downloads(self.holder):
+                    # Handed over, not reported: an SWLM that restarts gets them again.
+                    delivered_to = _identity(self._listener) or file_identity(self.path)
+                    await self._until_woken(partial(self._new_listener, watch, delivered_to))
+                else:
                     await self._wake.wait()
 
     def _notice_restarted_listener(self) -> None:
@@ -140,13 +176,16 @@ class EventOutbox:
             self._listener = _text(identity)
             self._journal.set_setting(_LISTENER_KEY, self._listener)
 
-    async def _deliver_due(self, publish: Callable[[Event], Awaitable[None]]) -> float | None:
-        """Deliver kept envelopes in order; return the retry time of the first failure, if any.
+    async def _deliver_due(
+        self, publish: Callable[[Event], Awaitable[None]]
+    ) -> tuple[float, Identity | None] | None:
+        """Deliver kept envelopes in order; for the first failure, if any, return its retry time
+        and the socket file tried then.
 
         Every kept envelope is tried, whatever retry time the journal holds: the head of the
         queue sets the pace, so a new event never overtakes an older one.
         """
-        for item in self._journal.due_events(math.inf, 64):
+        for item in self._journal.due_events(math.inf, _BATCH, _CHANNEL):
             identity = file_identity(self.path)
             try:
                 await self._deliver(item.payload)
@@ -167,6 +206,13 @@ class EventOutbox:
                             ErrorEvent(f"Event {item.id} for the SWLM is set aside: {why}")
                         )
                         continue
+                if self._starting_up(exc):
+                    delay = _STARTING_FIRST * 2**self._starting_tries
+                    self._starting_tries += 1
+                    logger.debug(
+                        "%s does not listen yet (%s); next try in %g s", self.path, exc, delay
+                    )
+                    return self._clock() + delay, identity  # not the SWLM's chance yet: no attempt
                 delay = self._backoff.delay(item.attempts + 1)
                 next_at = self._clock() + delay
                 self._journal.event_failed(item.id, next_at, str(exc))
@@ -177,7 +223,7 @@ class EventOutbox:
                     exc,
                     delay,
                 )
-                return next_at
+                return next_at, identity
             kill_point("events.delivered")  # the SWLM has it and the journal does not know yet
             self._journal.event_delivered(item.id, holder=self.holder)
             self._delivered_to(identity)
@@ -193,15 +239,50 @@ class EventOutbox:
                 await stream.send(payload)
                 await stream.send_eof()
 
-    async def _wait_for_listener(self, retry_at: float) -> None:
-        """Sleep until the retry time, a new event, or a change of the socket file."""
-        seen = file_identity(self.path)
-        while self._clock() < retry_at and not self._wake.is_set():
-            with anyio.move_on_after(min(self._watch_interval, retry_at - self._clock())):
-                await self._wake.wait()
-            if file_identity(self.path) != seen:
-                return
+    async def _wait_for_listener(
+        self, watch: FileWatch, retry_at: float, tried: Identity | None
+    ) -> None:
+        """Sleep until the retry time, a new event, or a socket file other than ``tried``."""
+        delay = retry_at - self._clock()
+        if delay > 0:
+            await self._until_woken(
+                partial(self._new_listener, watch, tried), partial(self._sleep, delay)
+            )
+
+    async def _new_listener(self, watch: FileWatch, since: Identity | None) -> None:
+        """Wait for a socket file other than ``since`` (it may be there already)."""
+        self._appeared = await watch.changed(since)
+        self._starting_tries = 0
+
+    def _starting_up(self, exc: Exception) -> bool:
+        """Whether the socket file that just appeared refused: between ``bind`` and ``listen``."""
+        return (
+            isinstance(exc, ConnectionRefusedError)
+            and self._appeared is not None
+            and self._starting_tries < _STARTING_TRIES
+            and file_identity(self.path) == self._appeared
+        )
+
+    async def _until_woken(self, *waits: Callable[[], Awaitable[object]]) -> None:
+        """Wait until :meth:`publish` wakes us or the first of ``waits`` ends."""
+
+        async def until(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for wait in (self._wake.wait, *waits):
+                tg.start_soon(until, wait)
 
 
-def _text(identity: tuple[int, int, int]) -> str:
+def _text(identity: Identity) -> str:
     return ":".join(str(part) for part in identity)
+
+
+def _identity(text: str | None) -> Identity | None:
+    """The identity that :func:`_text` wrote (None for none, or for text it did not write)."""
+    try:
+        dev, ino, ctime = (int(part) for part in (text or "").split(":"))
+    except ValueError:
+        return None
+    return dev, ino, ctime

@@ -72,14 +72,27 @@ class _Peer:
 @dataclass(eq=False)
 class _Connection:
     stream: SocketStream
+    raw: socket.socket  # the stream's socket (looked up once: ``extra()`` costs system calls)
     peer: _Peer
     pid: int
     seq: int
-    scope: anyio.CancelScope  # the read deadline; cancelled to evict
+    scope: anyio.CancelScope  # the read deadline, once reading waits; cancelled to evict
     buffered: int = 0
     counted: bool = True  # in the caps; False once evicted or finished
     evicted: bool = False
-    closed: anyio.Event = field(default_factory=anyio.Event)
+    done: bool = False  # its task has closed it
+    _closed: anyio.Event | None = None  # made only for someone who waits for ``done``
+
+    def finished(self) -> None:
+        self.done = True
+        if self._closed is not None:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        if not self.done:
+            if self._closed is None:
+                self._closed = anyio.Event()
+            await self._closed.wait()
 
 
 class CommandServer:
@@ -190,11 +203,12 @@ class CommandServer:
             f"connection, from uid {victim.peer.uid}",
         )
         with anyio.move_on_after(_CLOSE_WAIT):
-            await victim.closed.wait()  # its task has closed it
+            await victim.wait_closed()
 
     async def _admit(self, stream: SocketStream) -> _Connection | None:
         """Count a new connection in, making room by closing an unfinished one; or refuse it."""
-        pid, uid = _peer_credentials(stream)
+        raw = stream.extra(SocketAttribute.raw_socket)
+        pid, uid = _peer_credentials(raw)
         peer = self._peers.get(uid)
         if peer is not None and peer.open >= self._max_per_uid:
             victim = next(iter(peer.unfinished), None)
@@ -210,6 +224,7 @@ class CommandServer:
                 )
                 await _refuse(
                     stream,
+                    raw,
                     f"IO error: too many connections from uid {uid}, all waiting for their "
                     "commands; try again when one finishes",
                 )
@@ -241,6 +256,7 @@ class CommandServer:
                 )
                 await _refuse(
                     stream,
+                    raw,
                     "IO error: too many connections to the commands socket, all waiting for "
                     "their commands; try again when one finishes",
                 )
@@ -261,8 +277,7 @@ class CommandServer:
         peer = self._peers.get(uid)  # an eviction may have dropped it
         if peer is None:
             peer = self._peers[uid] = _Peer(uid, anyio.CapacityLimiter(self._max_running_per_uid))
-        deadline = anyio.current_time() + self._read_timeout
-        conn = _Connection(stream, peer, pid, next(self._seq), anyio.CancelScope(deadline=deadline))
+        conn = _Connection(stream, raw, peer, pid, next(self._seq), anyio.CancelScope())
         peer.open += 1
         peer.unfinished[conn] = None
         self._open += 1
@@ -284,7 +299,7 @@ class CommandServer:
         """Close an unfinished connection to make room; its peer gets ``reply`` if it can."""
         self._uncount(conn)
         conn.evicted = True
-        raw = conn.stream.extra(SocketAttribute.raw_socket)
+        raw = conn.raw
         try:  # without waiting: the peer is still writing, so its receive buffer is empty
             raw.send(reply.encode(), socket.MSG_DONTWAIT)
             raw.shutdown(socket.SHUT_WR)
@@ -353,12 +368,12 @@ class CommandServer:
             logger.debug("commands socket peer went away: %s", exc)
         finally:
             self._uncount(conn)
-            conn.closed.set()
+            conn.finished()
 
     async def _send_reply(self, conn: _Connection, reply: bytes) -> None:
         # A peer that never reads must not hold its connection for ever.
         with anyio.move_on_after(self._read_timeout) as scope:
-            await _send(conn.stream, reply)
+            await _send(conn.raw, reply)
         if scope.cancelled_caught:
             self._warn(
                 conn.peer,
@@ -374,24 +389,31 @@ class CommandServer:
         """The reply to send, or None for a peer that is gone or was evicted."""
         data = bytearray()
         size = 0
-        with conn.scope:
-            try:
-                while chunk := await _receive(conn.stream):
-                    size += len(chunk)
-                    # Past the limit, keep reading (and dropping) to the end of the input, so
-                    # that the peer, still writing, gets the error reply instead of a reset.
-                    if size <= MAX_COMMAND_BYTES:
-                        data += chunk
-                        self._hold(conn, len(chunk))
-                    elif data:
-                        data = bytearray()
-                        self._drop_buffer(conn)
-            except (anyio.BrokenResourceError, OSError) as exc:
-                logger.debug("commands socket read failed: %s", exc)
-                return None
+        raw = conn.raw
+        try:
+            # Most peers have sent the whole command, and its end, by now: read what is there
+            # without the deadline's scope, which only a peer that makes us wait needs.
+            ended = False
+            while not conn.evicted and size <= MAX_COMMAND_BYTES:
+                try:
+                    chunk = raw.recv(65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    ended = True
+                    break
+                size = self._take(conn, data, chunk, size)
+            if not ended and not conn.evicted:
+                conn.scope.deadline = anyio.current_time() + self._read_timeout
+                with conn.scope:
+                    while chunk := await _receive(raw):
+                        size = self._take(conn, data, chunk, size)
+        except OSError as exc:
+            logger.debug("commands socket read failed: %s", exc)
+            return None
         self._finish_reading(conn)
         if conn.evicted:
-            _discard_input(conn.stream)
+            _discard_input(raw)
             return None
         peer = conn.peer
         if size > MAX_COMMAND_BYTES:
@@ -441,24 +463,44 @@ class CommandServer:
             return b"Unix Domain Socket error: internal receiver error"  # the 2016 text
         return b"" if event is None else encode_event(event)
 
+    def _take(self, conn: _Connection, data: bytearray, chunk: bytes, size: int) -> int:
+        """Keep a chunk of the command (within the limits); return the size read so far."""
+        size += len(chunk)
+        # Past the limit, keep reading (and dropping) to the end of the input, so that the
+        # peer, still writing, gets the error reply instead of a reset.
+        if size <= MAX_COMMAND_BYTES:
+            data += chunk
+            self._hold(conn, len(chunk))
+        elif data:
+            del data[:]
+            self._drop_buffer(conn)
+        return size
+
     async def _run(self, conn: _Connection, command: Command) -> Event | None:
-        """Execute under the per-uid limit, then the total one, each first come, first served."""
+        """Execute under the per-uid limit, then the total one, each first come, first served.
+
+        The connection borrows the tokens (not its task, which anyio would look up each time).
+        """
         peer = conn.peer
-        if peer.running.available_tokens < 1:
-            logger.debug(
-                "A command from uid %d waits: %d of its commands are running (the per-uid limit)",
+        await _acquire(
+            peer.running,
+            conn,
+            "A command from uid %d waits: %d of its commands are running (the per-uid limit)",
+            peer.uid,
+        )
+        try:
+            await _acquire(
+                self._running,
+                conn,
+                "A command from uid %d waits: %d commands are running (the limit)",
                 peer.uid,
-                peer.running.borrowed_tokens,
             )
-        async with peer.running:
-            if self._running.available_tokens < 1:
-                logger.debug(
-                    "A command from uid %d waits: %d commands are running (the limit)",
-                    peer.uid,
-                    self._running.borrowed_tokens,
-                )
-            async with self._running:
+            try:
                 return await self._execute(command)
+            finally:
+                self._running.release_on_behalf_of(conn)
+        finally:
+            peer.running.release_on_behalf_of(conn)
 
     # -- logging --------------------------------------------------------------------------------
 
@@ -471,9 +513,19 @@ class CommandServer:
             logger.warning(message + "; more like it from this uid are logged at DEBUG", *args)
 
 
-def _peer_credentials(stream: SocketStream) -> tuple[int, int]:
+async def _acquire(limiter: anyio.CapacityLimiter, conn: _Connection, why: str, uid: int) -> None:
+    """A token of ``limiter`` for ``conn``: at once if one is free and nobody waits, else in
+    turn, saying so at DEBUG."""
+    try:
+        limiter.acquire_on_behalf_of_nowait(conn)
+        return
+    except anyio.WouldBlock:
+        logger.debug(why, uid, limiter.borrowed_tokens)
+    await limiter.acquire_on_behalf_of(conn)
+
+
+def _peer_credentials(raw: socket.socket) -> tuple[int, int]:
     """(pid, uid) of the peer at connect time, from SO_PEERCRED."""
-    raw = stream.extra(SocketAttribute.raw_socket)
     try:
         creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError as exc:
@@ -488,9 +540,8 @@ def _peer_credentials(stream: SocketStream) -> tuple[int, int]:
 # InvalidStateError from a reader callback (anyio 4.16); anyio.wait_readable() is safe.
 
 
-async def _receive(stream: SocketStream) -> bytes:
+async def _receive(raw: socket.socket) -> bytes:
     """The next chunk of input, or b"" at its end."""
-    raw = stream.extra(SocketAttribute.raw_socket)
     await anyio.lowlevel.checkpoint()  # a peer that is always ready must not hog the loop
     while True:
         try:
@@ -499,10 +550,9 @@ async def _receive(stream: SocketStream) -> bytes:
             await anyio.wait_readable(raw)
 
 
-async def _send(stream: SocketStream, reply: bytes) -> None:
+async def _send(raw: socket.socket, reply: bytes) -> None:
     """Send the whole reply, then end of file."""
-    raw = stream.extra(SocketAttribute.raw_socket)
-    await anyio.lowlevel.checkpoint()
+    await anyio.lowlevel.checkpoint_if_cancelled()
     view = memoryview(reply)
     while view:
         try:
@@ -512,10 +562,9 @@ async def _send(stream: SocketStream, reply: bytes) -> None:
     raw.shutdown(socket.SHUT_WR)
 
 
-def _discard_input(stream: SocketStream) -> None:
+def _discard_input(raw: socket.socket) -> None:
     """Drop what the peer already sent: closing with unread input would reset the connection
     on Linux, and the peer would lose the reply it has not read yet."""
-    raw = stream.extra(SocketAttribute.raw_socket)
     for _ in range(16):  # bounded: at most a few socket buffers
         try:
             if not raw.recv(65536, socket.MSG_DONTWAIT):
@@ -524,11 +573,10 @@ def _discard_input(stream: SocketStream) -> None:
             return
 
 
-async def _refuse(stream: SocketStream, reply: str) -> None:
+async def _refuse(stream: SocketStream, raw: socket.socket, reply: str) -> None:
     """Tell a connection there is no room, without waiting for anything, and close it."""
-    raw = stream.extra(SocketAttribute.raw_socket)
     try:
-        _discard_input(stream)
+        _discard_input(raw)
         raw.send(reply.encode(), socket.MSG_DONTWAIT)
         raw.shutdown(socket.SHUT_WR)
     except OSError as exc:

@@ -241,3 +241,35 @@ async def test_the_daemon_reports_an_update_its_swlm_never_reported(
     assert result.result_code == ResultCode.GENERAL_ERROR
     assert "No report arrived within 0.5 s" in result.result_text
     assert warned.count == 1
+
+
+async def test_with_nothing_handed_over_it_sleeps_until_an_update_is(
+    journal: Journal, clocks: Clocks
+) -> None:
+    """An idle daemon: no look at the journal every minute, but one as soon as an update is
+    handed over."""
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await anyio.sleep_forever()
+
+    woken: list[int] = []
+    timeout = ReportTimeout(
+        journal,
+        600,
+        queued=lambda: woken.append(1),
+        clock=lambda: clocks.wall,
+        monotonic=lambda: clocks.mono,
+        sleep=sleep,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(timeout.run)
+        await anyio.wait_all_tasks_blocked()
+        assert sleeps == []  # no timer at all
+        deliver(journal, "u1")
+        await anyio.wait_all_tasks_blocked()
+        assert sleeps == [MAX_CHECK_INTERVAL]  # now it waits for that report's deadline
+        tg.cancel_scope.cancel()
+    assert journal.handed_over_listeners == []
+    assert woken == []

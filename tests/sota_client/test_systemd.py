@@ -3,6 +3,7 @@ receiver that stops reading never makes the daemon wait."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,9 +23,12 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(autouse=True)
-def fresh_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No kept states and no earlier warning from another test."""
-    monkeypatch.setattr(_systemd, "_notifier", _systemd._Notifier())
+def fresh_notifier(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No kept states, no earlier warning and no socket from another test."""
+    notifier = _systemd._Notifier()
+    monkeypatch.setattr(_systemd, "_notifier", notifier)
+    yield
+    notifier.close()
 
 
 @pytest.fixture
@@ -91,6 +95,85 @@ def test_notify_to_an_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
         assert notify("READY=1") is True
         assert sock.recv(4096) == b"READY=1"
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts how many were made."""
+
+    made = 0
+
+    def __init__(self, *args: int) -> None:
+        CountingSocket.made += 1
+        super().__init__(*args)
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_one_socket_serves_every_message(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle daemon notifies at every poll: that must not cost a socket each time."""
+    CountingSocket.made = 0
+    monkeypatch.setattr(socket, "socket", CountingSocket)
+    for n in range(5):
+        assert notify(f"STATUS=step {n}") is True
+        assert notify_socket.recv(4096) == b"STATUS=step %d" % n
+    assert CountingSocket.made == 1
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_an_unchanged_status_is_not_sent_again(notify_socket: socket.socket) -> None:
+    assert notify("STATUS=Running") is True
+    assert notify("STATUS=Running") is True  # systemd shows it already
+    assert notify("WATCHDOG=1", "STATUS=Running") is True
+    assert notify("STATUS=Core is failing") is True
+    assert notify("STATUS=Running") is True
+    notify_socket.setblocking(False)
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(notify_socket.recv(4096))
+    assert got == [b"STATUS=Running", b"WATCHDOG=1", b"STATUS=Core is failing", b"STATUS=Running"]
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_a_status_that_did_not_arrive_is_sent_again(notify_socket: socket.socket) -> None:
+    filled = fill_queue()
+    assert notify("STATUS=Running") is False  # dropped: systemd does not have it
+    drain(notify_socket, filled)
+    assert notify("STATUS=Running") is True
+    assert notify_socket.recv(4096) == b"STATUS=Running"
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_the_socket_is_opened_again_when_systemd_comes_back(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd re-executed: its notify socket is a new one at the same path; the kept socket,
+    connected to the old one, fails once and is replaced without losing the message."""
+    path = sock_dir / "notify"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    for run in range(2):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(path))
+            sock.settimeout(10)
+            assert notify(f"STATUS=run {run}") is True
+            assert sock.recv(4096) == b"STATUS=run %d" % run
+        path.unlink()
+
+
+@pytest.mark.usefixtures("no_systemd")
+def test_an_abstract_socket_is_kept_open_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"sota-test-{uuid.uuid4().hex}"
+    CountingSocket.made = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(10)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        monkeypatch.setattr(socket, "socket", CountingSocket)
+        for n in range(3):
+            assert notify(f"STATUS={n}") is True
+            assert sock.recv(4096) == b"STATUS=%d" % n
+    assert CountingSocket.made == 1
 
 
 @pytest.mark.usefixtures("no_systemd")
