@@ -1,155 +1,198 @@
-"""The daemon as a process: download throughput and memory against curl, command round trips.
+"""The daemon's download, end to end: throughput and CPU against curl, peak memory per size.
 
-Starts the simulator and a real ``sota_client`` process, then (1) fetches a file with
-``curl -o file`` and with the daemon's ``StartDownload`` (``dl <id>`` on the commands socket,
-whose reply comes when the image is on disk), same server, same file, median of the runs, with
-the daemon's resident memory before and at its peak; (2) times sequential ``ls`` round trips
-through the commands socket against a bare Unix-socket echo in the same process (the floor
-for one connection per command). Run: ``.venv/bin/python -m bench.daemon_e2e``.
+Starts the Core simulator and a real ``sota_client`` (the production install, polling off),
+then, each round, downloads the same random image from the simulator with ``curl -s -o file``
+and with the daemon's ``StartDownload`` (``dl <id>`` on the commands socket, whose reply comes
+once the image is in ``packages_dir``, SHA-256 taken and fsynced). Measured:
+
+- MB/s (10^6 bytes/s) of each, and the ratio daemon / curl per round;
+- CPU (user + system) of the daemon's download (its process CPU clock before and after)
+  against ``curl -o`` plus ``openssl dgst -sha256`` of curl's file (the children's rusage);
+- peak RSS (``VmHWM``): a fresh daemon per size (``--size-mib`` and ``--big-mib``), so the
+  peak is that size's, the same for both if memory does not grow with the image.
+
+Run: ``.venv/bin/python -m bench.daemon_e2e [--quick] [--python PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import resource
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from sota_client.sim import CoreSimulator
-from swlm_sdk.sync import send_raw
-from tests.e2e.harness import DEVICE, DaemonProcess
+
+from ._common import (
+    DEVICE,
+    BenchError,
+    Daemon,
+    Row,
+    Section,
+    cpu_seconds,
+    proc_kib,
+    require,
+    run_main,
+    sha256_file,
+    spread,
+    write_random,
+)
+
+PEAK_GOAL_MIB = 48
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=256, help="image size (default 256)")
-    parser.add_argument("--runs", type=int, default=3, help="downloads per client (default 3)")
-    parser.add_argument("--commands", type=int, default=500, help="round trips (default 500)")
-    args = parser.parse_args(argv)
-    if shutil.which("curl") is None:
-        print("curl is not installed", file=sys.stderr)
-        return 1
-    size = args.size_mib << 20
+    parser.add_argument("--quick", action="store_true", help="small images, 2 rounds")
+    parser.add_argument("--size-mib", type=int, help="image size (default 512; quick 32)")
+    parser.add_argument("--big-mib", type=int, help="second size for the peak (1024; quick 64)")
+    parser.add_argument("--rounds", type=int, help="downloads per client (default 5; quick 2)")
+    parser.add_argument("--python", type=Path, help="the venv's interpreter (default: production)")
+    return parser
+
+
+def collect(argv: list[str] | None = None) -> Section:
+    args = parser().parse_args(argv)
+    size_mib = args.size_mib or (32 if args.quick else 512)
+    big_mib = args.big_mib or (64 if args.quick else 1024)
+    rounds = args.rounds or (2 if args.quick else 5)
+    python = args.python or _production()
+    require("curl", "openssl")
     work = Path(tempfile.mkdtemp(prefix="sota-bench-"))
     try:
-        image = work / "image.bin"
-        with image.open("wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
+        images = {
+            "image": (size_mib << 20, write_random(work / "image.bin", size_mib << 20)),
+            "big": (big_mib << 20, write_random(work / "big.bin", big_mib << 20)),
+        }
         with CoreSimulator(path_roots=(str(work),)) as sim:
-            sim.add_package("image", "1.0", path=str(image))
-            daemon = DaemonProcess(work, sim.url, core={"polling": False})
-            daemon.start()
-            try:
-                idle_rss = _rss_kib(daemon, "VmRSS")
-                curl = [_curl(sim, work, size) for _ in range(args.runs)]
-                ours = [_daemon_download(sim, daemon, size) for _ in range(args.runs)]
-                peak_rss = _rss_kib(daemon, "VmHWM")
-                rtt = _round_trips(daemon, args.commands)
-            finally:
-                daemon.stop()
-        floor = _echo_round_trips(work / "echo.sock", args.commands)
+            sim.add_package("image", "1.0", path=str(work / "image.bin"))
+            sim.add_package("big", "1.0", path=str(work / "big.bin"))
+            curl_s, curl_cpu, ours_s, ours_cpu = [], [], [], []
+            with Daemon(python, work / "d1", sim.url, polling=False) as daemon:
+                daemon.start()
+                for n in range(rounds):
+                    size, sha = images["image"]
+                    # Alternate who goes first, so neither always gets the warmer machine.
+                    for who in ("curl", "daemon") if n % 2 == 0 else ("daemon", "curl"):
+                        if who == "curl":
+                            seconds, cpu = _curl(sim, work, size)
+                            curl_s.append(seconds)
+                            curl_cpu.append(cpu)
+                        else:
+                            seconds, cpu = _download(sim, daemon, "image", size, sha, n == 0)
+                            ours_s.append(seconds)
+                            ours_cpu.append(cpu)
+                peak = proc_kib(daemon.pid, "VmHWM") / 1024
+            with Daemon(python, work / "d2", sim.url, polling=False) as daemon:
+                daemon.start()
+                size, sha = images["big"]
+                big_s, _ = _download(sim, daemon, "big", size, sha, True)
+                big_peak = proc_kib(daemon.pid, "VmHWM") / 1024
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    mb = size / 1e6
-    curl_rate, our_rate = mb / statistics.median(curl), mb / statistics.median(ours)
-    print(f"Download of {args.size_mib} MiB from the simulator, median of {args.runs}:\n")
-    print("| client | MB/s | ratio to curl |")
-    print("|---|---:|---:|")
-    print(f"| `curl -o file` | {curl_rate:,.0f} | 1.00 |")
-    print(f"| sota_client daemon (`dl <id>`) | {our_rate:,.0f} | {our_rate / curl_rate:.2f} |")
-    print()
-    print("| daemon memory | MiB |")
-    print("|---|---:|")
-    print(f"| resident, idle after start-up | {idle_rss / 1024:.1f} |")
-    print(f"| peak resident, after {args.runs} downloads of {args.size_mib} MiB | "
-          f"{peak_rss / 1024:.1f} |")  # fmt: skip
-    print()
-    print(f"Commands socket, {args.commands} sequential round trips (connect, send, read to EOF):")
-    print()
-    print("| server | median ms | ratio to the floor |")
-    print("|---|---:|---:|")
-    print(f"| bare Unix-socket echo (the floor) | {floor * 1000:.3f} | 1.0 |")
-    print(f"| sota_client `ls` | {rtt * 1000:.3f} | {rtt / floor:.1f} |")
-    return 0
+    mb = (size_mib << 20) / 1e6
+    ours_rate = [mb / s for s in ours_s]
+    curl_rate = [mb / s for s in curl_s]
+    rate_ratio = [o / c for o, c in zip(ours_rate, curl_rate, strict=True)]
+    cpu_ratio = [o / c for o, c in zip(ours_cpu, curl_cpu, strict=True)]
+    rows = [
+        Row(
+            f"{size_mib} MiB update, simulator → daemon → `packages_dir` (SHA-256, fsync), "
+            "vs `curl -s -o`",
+            f"{spread(ours_rate, '{:,.0f}')} MB/s",
+            f"curl {spread(curl_rate, '{:,.0f}')} MB/s",
+            spread(rate_ratio, "{:.2f}x"),
+            "≥ 0.8x",
+            statistics.median(rate_ratio) >= 0.8,
+        ),
+        Row(
+            "CPU (user+sys) of that download vs `curl -o` + `openssl dgst -sha256`",
+            f"{spread(ours_cpu, '{:.2f}')} s",
+            f"{spread(curl_cpu, '{:.2f}')} s",
+            spread(cpu_ratio, "{:.2f}x"),
+            "≤ 1.5x",
+            statistics.median(cpu_ratio) <= 1.5,
+        ),
+        Row(
+            f"peak RSS (VmHWM) during a {size_mib} MiB and a {big_mib} MiB download, "
+            "a fresh daemon each",
+            f"{peak:.1f} and {big_peak:.1f} MiB",
+            f"{size_mib} MiB: {peak:.1f} MiB",
+            f"{big_peak / peak:.2f}x",
+            f"≤ {PEAK_GOAL_MIB} MiB, the same for both",
+            max(peak, big_peak) <= PEAK_GOAL_MIB and big_peak / peak <= 1.05,
+        ),
+    ]
+    details = [
+        f"{rounds} rounds of {size_mib} MiB; the {big_mib} MiB download ran at "
+        f"{(big_mib << 20) / 1e6 / big_s:,.0f} MB/s. Per round (MB/s, CPU s):\n\n"
+        "| round | curl MB/s | daemon MB/s | ratio | curl + openssl CPU s | daemon CPU s |\n"
+        "|---:|---:|---:|---:|---:|---:|\n"
+        + "\n".join(
+            f"| {n + 1} | {c:,.0f} | {o:,.0f} | {r:.2f} | {cc:.2f} | {oc:.2f} |"
+            for n, (c, o, r, cc, oc) in enumerate(
+                zip(curl_rate, ours_rate, rate_ratio, curl_cpu, ours_cpu, strict=True)
+            )
+        )
+    ]
+    return Section(
+        "Downloads: the daemon against curl", "python -m bench.daemon_e2e", rows, details
+    )
 
 
-def _rss_kib(daemon: DaemonProcess, field: str) -> int:
-    assert daemon.proc is not None
-    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc status")
+def _production() -> Path:
+    from ._venv import production_python
+
+    return production_python()
 
 
-def _curl(sim: CoreSimulator, work: Path, size: int) -> float:
+def _curl(sim: CoreSimulator, work: Path, size: int) -> tuple[float, float]:
+    """``curl -s -o``: its seconds; then the CPU of curl and ``openssl dgst -sha256``."""
     request_id = sim.queue_update(DEVICE, "image", "1.0")
     url = f"{sim.url}/api/v1/mydevice/{DEVICE}/updates/{request_id}/download"
     out = work / "curl.out"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(["curl", "-sSf", "-o", str(out), url], check=True)
     elapsed = time.perf_counter() - start
-    assert out.stat().st_size == size
+    subprocess.run(["openssl", "dgst", "-sha256", str(out)], check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.stat().st_size != size:
+        raise BenchError(f"curl wrote {out.stat().st_size} bytes, not {size}")
     out.unlink()
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
-def _daemon_download(sim: CoreSimulator, daemon: DaemonProcess, size: int) -> float:
-    request_id = sim.queue_update(DEVICE, "image", "1.0")
-    start = time.perf_counter()
-    reply = send_raw(f"dl {request_id}", commands_socket=daemon.commands_socket)
-    elapsed = time.perf_counter() - start
-    assert b"DownloadComplete" in reply, reply
+def _download(
+    sim: CoreSimulator, daemon: Daemon, package: str, size: int, sha: str, check_sha: bool
+) -> tuple[float, float]:
+    """``dl <id>``: seconds and the daemon's CPU seconds; the image must be whole."""
+    request_id = sim.queue_update(DEVICE, package, "1.0")
+    cpu = cpu_seconds(daemon.pid)
+    elapsed, reply = daemon.command(f"dl {request_id}")
+    cpu = cpu_seconds(daemon.pid) - cpu
+    if b"DownloadComplete" not in reply:
+        raise BenchError(f"dl {request_id} answered {reply[:300]!r}\n{daemon.log_tail()}")
     image = daemon.packages_dir / request_id
-    assert image.stat().st_size == size
+    if not image.exists():
+        raise BenchError(f"DownloadComplete, but there is no {image}")
+    if image.stat().st_size != size:
+        raise BenchError(f"the daemon wrote {image.stat().st_size} bytes, not {size}")
+    if check_sha and sha256_file(image) != sha:
+        raise BenchError(f"{image} does not have the SHA-256 of the image served")
     image.unlink()
-    return elapsed
+    return elapsed, cpu
 
 
-def _round_trips(daemon: DaemonProcess, count: int) -> float:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        send_raw("ls", commands_socket=daemon.commands_socket)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _echo_round_trips(path: Path, count: int) -> float:
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(16)
-
-    def serve() -> None:
-        for _ in range(count):
-            conn, _ = server.accept()
-            with conn:
-                data = b""
-                while chunk := conn.recv(4096):
-                    data += chunk
-                conn.sendall(b'"' + data + b'"')
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    times = []
-    try:
-        for _ in range(count):
-            start = time.perf_counter()
-            send_raw("ls", commands_socket=path)
-            times.append(time.perf_counter() - start)
-    finally:
-        thread.join(10)
-        server.close()
-    return statistics.median(times)
+def main(argv: list[str] | None = None) -> int:
+    return run_main(collect, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

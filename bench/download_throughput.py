@@ -2,13 +2,15 @@
 
 Serves one random file with ``python -m http.server`` on 127.0.0.1 at the Core download path, then
 downloads it several times with each client and prints a markdown table of MB/s (1 MB = 10^6
-bytes; the median of the runs). Run: ``.venv/bin/python -m bench.download_throughput``.
+bytes; the median of the runs). In-process, in the dev venv: trio comes with the test extras
+(skipped when it is missing). Run: ``.venv/bin/python -m bench.download_throughput [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -23,15 +25,20 @@ import anyio
 
 from sota_client._backend import CoreBackend
 
+from ._common import BenchError, Section, run_main
+
 DEVICE = "bench-device"
 UPDATE = "bench-update"
 
 
-def main(argv: list[str] | None = None) -> int:
+def collect(argv: list[str] | None = None) -> Section:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=256, help="file size (default 256)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per client (default 3)")
+    parser.add_argument("--quick", action="store_true", help="32 MiB, 2 runs")
+    parser.add_argument("--size-mib", type=int, help="file size (default 256; quick 32)")
+    parser.add_argument("--runs", type=int, help="runs per client (default 5; quick 2)")
     args = parser.parse_args(argv)
+    args.size_mib = args.size_mib or (32 if args.quick else 256)
+    args.runs = args.runs or (2 if args.quick else 5)
     size = args.size_mib << 20
     with tempfile.TemporaryDirectory(prefix="sota-bench-") as work:
         root = os.path.join(work, "www")
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which("curl"):
                 clients["curl -o file"] = lambda: _curl(url, os.path.join(out, "curl"))
             for backend in ("asyncio", "trio"):
+                if backend == "trio" and importlib.util.find_spec("trio") is None:
+                    continue
                 clients[f"sota_client ({backend})"] = _ours(base, out, backend)
             rows = []
             for name, run in clients.items():
@@ -68,23 +77,30 @@ def main(argv: list[str] | None = None) -> int:
                     elapsed = time.perf_counter() - started
                     digest = check()
                     if digest != expected:
-                        print(f"{name}: wrong sha256 {digest}", file=sys.stderr)
-                        return 1
+                        raise BenchError(f"{name}: wrong sha256 {digest}")
                     speeds.append(size / elapsed / 1e6)
                 rows.append((name, speeds))
         finally:
             server.terminate()
             server.wait(10)
-    print(
+    lines = [
         f"Download of {args.size_mib} MiB from `python -m http.server` on 127.0.0.1, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n"
-    )
-    print("| client | " + " | ".join(f"run {n + 1}" for n in range(args.runs)) + " | median MB/s |")
-    print("|---|" + "---:|" * (args.runs + 1))
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n",
+        "| client | " + " | ".join(f"run {n + 1}" for n in range(args.runs)) + " | median MB/s |",
+        "|---|" + "---:|" * (args.runs + 1),
+    ]
     for name, speeds in rows:
         cells = " | ".join(f"{speed:.0f}" for speed in speeds)
-        print(f"| {name} | {cells} | **{statistics.median(speeds):.0f}** |")
-    return 0
+        lines.append(f"| {name} | {cells} | **{statistics.median(speeds):.0f}** |")
+    return Section(
+        "The downloader alone, asyncio and trio",
+        "python -m bench.download_throughput",
+        details=["\n".join(lines)],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(collect, argv)
 
 
 def _ours(base: str, out: str, backend: str) -> Callable[[], Callable[[], str]]:
@@ -147,4 +163,4 @@ def _wait_connectable(host: str, port: int, deadline: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

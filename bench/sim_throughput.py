@@ -2,7 +2,7 @@
 
 Both serve the same random file on 127.0.0.1; curl downloads it to /dev/null several times
 from each (after one warm-up run) and a markdown table row of median MB/s (10^6 bytes/s) is
-printed. Run: ``.venv/bin/python -m bench.sim_throughput [--size-mib 512] [--runs 5]``.
+printed. Run: ``.venv/bin/python -m bench.sim_throughput [--quick] [--size-mib 512] [--runs 5]``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import argparse
 import os
 import re
 import selectors
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 
 from sota_client.sim import CoreSimulator
+
+from ._common import Section, require, run_main
 
 DEVICE = "123e4567-e89b-12d3-a456-426655440000"
 STARTUP_TIMEOUT = 10.0
@@ -83,14 +84,15 @@ def _start_http_server(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{match.group(1)}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def collect(argv: list[str] | None = None) -> Section:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=512, help="file size (default 512)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per server (default 5)")
+    parser.add_argument("--quick", action="store_true", help="64 MiB, 2 runs")
+    parser.add_argument("--size-mib", type=int, help="file size (default 512; quick 64)")
+    parser.add_argument("--runs", type=int, help="timed runs per server (default 5; quick 2)")
     args = parser.parse_args(argv)
-    if shutil.which("curl") is None:
-        print("curl is not installed", file=sys.stderr)
-        return 1
+    args.size_mib = args.size_mib or (64 if args.quick else 512)
+    args.runs = args.runs or (2 if args.quick else 5)
+    require("curl")
     size = args.size_mib << 20
     with tempfile.TemporaryDirectory(prefix="sota-sim-bench-") as work:
         image = os.path.join(work, "image.bin")
@@ -106,14 +108,24 @@ def main(argv: list[str] | None = None) -> int:
                 stdlib = _median_speed(f"{base}/image.bin", size, args.runs)
             finally:
                 proc.terminate()
-    print("| file | simulator (sendfile) | python -m http.server | ratio |")
-    print("|---|---|---|---|")
-    print(
-        f"| {args.size_mib} MiB random, curl -o /dev/null, median of {args.runs} "
-        f"| {simulated:,.0f} MB/s | {stdlib:,.0f} MB/s | {simulated / stdlib:.1f}x |"
+    table = "\n".join(
+        [
+            "| file | simulator (sendfile) | python -m http.server | ratio |",
+            "|---|---|---|---|",
+            f"| {args.size_mib} MiB random, curl -o /dev/null, median of {args.runs} "
+            f"| {simulated:,.0f} MB/s | {stdlib:,.0f} MB/s | {simulated / stdlib:.1f}x |",
+        ]
     )
-    return 0
+    return Section(
+        "The Core simulator (it must never be the bottleneck)",
+        "python -m bench.sim_throughput",
+        details=[table],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(collect, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
