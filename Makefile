@@ -42,4 +42,4 @@ mutants: $(STAMP)
 	$(BIN)/python tools/mutants.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) .bench-venv .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,8 +1,9 @@
 """``import swlm_sdk`` in a fresh interpreter, less the bare interpreter's start; no httpx.
 
-Runs ``python -I -c "import swlm_sdk"`` and ``python -I -c pass`` (the baseline) alternately,
-``--runs`` times each, in the production install (``bench._venv``), from exec to exit, and
-reports the difference of the medians. A run in which ``import swlm_sdk`` brought in httpx
+Runs ``python -I -c "import swlm_sdk"``, ``python -I -c pass`` and ``python -I -c "import
+msgspec"`` (the floor: the protocol's types are msgspec structs) in turns, ``--runs`` times
+each, in the production install (``bench._venv``), from exec to exit, and reports the
+differences of the medians to the bare start. A run in which ``import swlm_sdk`` brought in httpx
 fails the benchmark. Run: ``.venv/bin/python -m bench.sdk_import [--quick] [--python PATH]``.
 """
 
@@ -39,7 +40,7 @@ def collect(argv: list[str] | None = None) -> Section:
         python = production_python()
     else:
         python = args.python
-    bare, sdk = [], []
+    bare, sdk, floor = [], [], []
     with tempfile.TemporaryDirectory(prefix="sota-import-") as cwd:
         where = Path(cwd)
         done = subprocess.run(
@@ -48,13 +49,15 @@ def collect(argv: list[str] | None = None) -> Section:
         if done.returncode == 3:
             raise BenchError("import swlm_sdk imported httpx")
         for n in range(runs + 1):  # the first of each warms the caches
-            pair = (
+            times = (
                 time_exec([str(python), "-I", "-c", "pass"], where),
                 time_exec([str(python), "-I", "-c", IMPORT], where),
+                time_exec([str(python), "-I", "-c", "import msgspec"], where),
             )
             if n:
-                bare.append(pair[0])
-                sdk.append(pair[1])
+                bare.append(times[0])
+                sdk.append(times[1])
+                floor.append(times[2])
         modules = subprocess.run(
             [str(python), "-I", "-c", COUNT],
             cwd=where,
@@ -64,12 +67,14 @@ def collect(argv: list[str] | None = None) -> Section:
             check=True,
         ).stdout.strip()
     import_ms = (statistics.median(sdk) - statistics.median(bare)) * 1000
+    floor_ms = (statistics.median(floor) - statistics.median(bare)) * 1000
+    bare_ms = spread([b * 1000 for b in bare], "{:.1f}")
     rows = [
         Row(
             f"`import swlm_sdk`, fresh interpreter, median of {runs} less the bare start",
             f"{import_ms:.1f} ms ({modules} modules, no httpx)",
-            f"`python -c pass`: {spread([b * 1000 for b in bare], '{:.1f}')} ms",
-            f"{statistics.median(sdk) / statistics.median(bare):.2f}x the bare start",
+            f"`import msgspec` alone: {floor_ms:.1f} ms (bare start {bare_ms} ms)",
+            f"{import_ms / floor_ms:.2f}x msgspec's" if floor_ms > 0 else "-",
             "≤ 30 ms, with no httpx",
             import_ms <= 30,
         )
