@@ -102,8 +102,8 @@ MUTANTS = [
     Mutant(
         "a refused connection is not in doubt",
         "sota_client/_http1.py",
-        "            with self.errors(method, url, sent=False, reading=False):",
-        "            with self.errors(method, url, sent=True, reading=False):",
+        "        with self.errors(method, url, sent=False, reading=False):",
+        "        with self.errors(method, url, sent=True, reading=False):",
         ("tests/sota_client/test_reports.py", "tests/sota_client/test_http1.py"),
     ),
     # -- the interpreter -----------------------------------------------------------------------
@@ -366,8 +366,8 @@ MUTANTS = [
         "a download's next batch waits for the one being written",
         "sota_client/_download.py",
         """        await self.wait()
-        synced = at_due""",
-        """        synced = at_due""",
+        file = self._job.file""",
+        """        file = self._job.file""",
         ("tests/sota_client/test_download.py",),
     ),
     Mutant(
