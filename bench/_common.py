@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import DEVICE, write_config
+from tests.e2e.harness import DEVICE, daemon_config, write_config
 
 __all__ = [
     "DEVICE",
@@ -197,23 +197,8 @@ class Daemon:
         self.state_dir = workdir / "state"
         self.journal_path = self.state_dir / "sota.db"
         self.log_path = workdir / "daemon.log"
-        config: dict[str, dict[str, Any]] = {
-            "core": {"server": core_url, "polling": polling, "polling_sec": 1},
-            "device": {
-                "uuid": device,
-                "packages_dir": str(self.packages_dir),
-                "state_dir": str(self.state_dir),
-                "system_info": "",
-                "certificates_path": str(workdir / "no-ca.pem"),
-            },
-            "gateway": {"socket": True},
-            "network": {
-                "socket_commands_path": str(self.commands_socket),
-                "socket_events_path": str(self.events_socket),
-            },
-        }
-        for name, keys in sections.items():
-            config.setdefault(name, {}).update(keys)
+        sections = {**sections, "core": {"polling": polling, **sections.get("core", {})}}
+        config = daemon_config(workdir, core_url, device, sections)
         self.config_path = write_config(workdir / "sota.toml", config)
         self.proc: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None

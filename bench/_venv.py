@@ -56,6 +56,11 @@ def _pip(python: Path, *args: str) -> None:
         raise BenchError(f"pip install {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
 
 
+def chosen_python(python: Path | None) -> Path:
+    """The interpreter a benchmark's ``--python`` names, else the production venv's."""
+    return production_python() if python is None else python
+
+
 def production_python(log: bool = True) -> Path:
     """The interpreter of the production venv, built or brought up to date first."""
     python = VENV / "bin" / "python"

@@ -19,6 +19,7 @@ from pathlib import Path
 from sota_client.sim import CoreSimulator
 
 from ._common import BenchError, Daemon, Helper, Row, Section, run_main, spread, unix_round_trip
+from ._venv import chosen_python
 
 ECHO = """\
 import asyncio, sys
@@ -52,12 +53,7 @@ def collect(argv: list[str] | None = None) -> Section:
     args = parser().parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
     count = args.count or (100 if args.quick else 300)
-    if args.python is None:
-        from ._venv import production_python
-
-        python = production_python()
-    else:
-        python = args.python
+    python = chosen_python(args.python)
     work = Path(tempfile.mkdtemp(prefix="sota-cmd-"))
     ours, echo = [], []
     try:

@@ -40,6 +40,7 @@ from ._common import (
     spread,
     time_exec,
 )
+from ._venv import chosen_python
 
 FLOOR = "import anyio, msgspec, sqlite3"
 
@@ -99,12 +100,7 @@ def collect(argv: list[str] | None = None) -> Section:
     starts = args.starts or (10 if args.quick else 15)
     rounds = args.rounds or (1 if args.quick else 5)
     window = args.window or (3 if args.quick else 10)
-    if args.python is None:
-        from ._venv import production_python
-
-        python = production_python()
-    else:
-        python = args.python
+    python = chosen_python(args.python)
     work = Path(tempfile.mkdtemp(prefix="sota-idle-"))
     try:
         with CoreSimulator() as sim:

@@ -35,6 +35,7 @@ from sota_client.sim import CoreSimulator
 from swlm_sdk.protocol import DownloadComplete
 
 from ._common import DEVICE, BenchError, Daemon, Row, Section, cpu_seconds, proc_kib, run_main
+from ._venv import chosen_python
 
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LINEAR = 2.0  # a per-item ratio above this, for a size ten times larger, is not linear
@@ -65,12 +66,7 @@ def collect(argv: list[str] | None = None) -> Section:
     args = parser().parse_args(argv)
     updates = args.updates or ((20, 200) if args.quick else (100, 1000))
     events = args.events or ((200, 2000) if args.quick else (1000, 10000))
-    if args.python is None:
-        from ._venv import production_python
-
-        python = production_python()
-    else:
-        python = args.python
+    python = chosen_python(args.python)
     work = Path(tempfile.mkdtemp(prefix="sota-scale-"))
     try:
         polls = [_poll(python, work / f"poll{n}", n) for n in updates]

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ._common import BenchError, Row, Section, clean_env, run_main, spread, time_exec
+from ._venv import chosen_python
 
 IMPORT = "import sys, swlm_sdk; sys.exit(3 if 'httpx' in sys.modules else 0)"
 COUNT = (
@@ -34,12 +35,7 @@ def parser() -> argparse.ArgumentParser:
 def collect(argv: list[str] | None = None) -> Section:
     args = parser().parse_args(argv)
     runs = args.runs or (10 if args.quick else 20)
-    if args.python is None:
-        from ._venv import production_python
-
-        python = production_python()
-    else:
-        python = args.python
+    python = chosen_python(args.python)
     bare, sdk, floor = [], [], []
     with tempfile.TemporaryDirectory(prefix="sota-import-") as cwd:
         where = Path(cwd)

@@ -52,6 +52,31 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+def daemon_config(
+    workdir: Path, core_url: str, device: str, sections: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """A test daemon's config: everything under ``workdir``, the socket gateway on, polls every
+    second, then ``sections`` merged in key by key."""
+    config: dict[str, dict[str, Any]] = {
+        "core": {"server": core_url, "polling_sec": 1},
+        "device": {
+            "uuid": device,
+            "packages_dir": str(workdir / "packages"),
+            "state_dir": str(workdir / "state"),
+            "system_info": "",
+            "certificates_path": str(workdir / "no-ca.pem"),
+        },
+        "gateway": {"socket": True},
+        "network": {
+            "socket_commands_path": str(workdir / "cmd.sock"),
+            "socket_events_path": str(workdir / "ev.sock"),
+        },
+    }
+    for name, keys in sections.items():
+        config.setdefault(name, {}).update(keys)
+    return config
+
+
 class DaemonProcess:
     """One ``sota_client`` process with its config, log file and notify socket."""
 
@@ -61,24 +86,9 @@ class DaemonProcess:
         self.events_socket = workdir / "ev.sock"
         self.packages_dir = workdir / "packages"
         self.state_dir = workdir / "state"
-        config: dict[str, dict[str, Any]] = {
-            "core": {"server": core_url, "polling_sec": 1},
-            "device": {
-                "uuid": DEVICE,
-                "packages_dir": str(self.packages_dir),
-                "state_dir": str(self.state_dir),
-                "system_info": "",
-                "certificates_path": str(workdir / "no-ca.pem"),
-            },
-            "gateway": {"socket": True},
-            "network": {
-                "socket_commands_path": str(self.commands_socket),
-                "socket_events_path": str(self.events_socket),
-            },
-        }
-        for name, keys in sections.items():
-            config.setdefault(name, {}).update(keys)
-        self.config_path = write_config(workdir / "sota.toml", config)
+        self.config_path = write_config(
+            workdir / "sota.toml", daemon_config(workdir, core_url, DEVICE, sections)
+        )
         self.log_path = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
