@@ -347,7 +347,7 @@ class _Job:
             )
 
     async def _stream(self, response: StreamedResponse) -> None:
-        """Receive the body into one buffer while a worker thread hashes and writes the other.
+        """Receive the body into one buffer while worker threads write and hash the other.
 
         Batches end at the checkpoint offsets, so that each checkpoint's bytes are written
         (and synced) before it is taken. Exceptions are raised outside the task group, so
@@ -358,12 +358,7 @@ class _Job:
         async with anyio.create_task_group() as tg:
             writer = _Writer(self, tg)
             try:
-                try:
-                    await self._receive(response, writer)
-                except TransportError:
-                    with anyio.CancelScope(shield=True):
-                        await self._broken_off(writer)
-                    raise
+                await self._receive(response, writer)
             except Exception as exc:  # raised again below, as it is
                 failure = exc
             finally:
@@ -378,8 +373,12 @@ class _Job:
         while True:
             start = self._accepted - filled  # the file offset of the buffer's first byte
             end = min(start + BATCH_BYTES, self._due)
-            writer.buffered = buffers[current][:filled]
-            count = await response.receive_into(buffers[current][filled : end - start])
+            try:
+                count = await response.receive_into(buffers[current][filled : end - start])
+            except TransportError:
+                with anyio.CancelScope(shield=True):
+                    await self._broken_off(writer, buffers[current][:filled])
+                raise
             if not count:
                 break
             self._check_growth(self._accepted + count)
@@ -390,16 +389,15 @@ class _Job:
                 if end == self._due:
                     self._due = checkpoint_due(end)
                 current, filled = 1 - current, 0
-        writer.buffered = None
         if filled:
             await writer.submit(buffers[current][:filled], at_due=False)
         await writer.wait()
 
-    async def _broken_off(self, writer: _Writer) -> None:
-        """The body broke off: what arrived is good, so write it, sync it and checkpoint it,
-        and the next request resumes after it."""
+    async def _broken_off(self, writer: _Writer, buffered: memoryview) -> None:
+        """The body broke off: what arrived is good (the batch being written and the
+        ``buffered`` rest), so write it, sync it and checkpoint it; the next request resumes
+        after it."""
         self.interrupted = True
-        buffered, writer.buffered = writer.buffered, None
         await writer.wait()
         if buffered:
             await writer.submit(buffered, at_due=False)
@@ -499,7 +497,6 @@ class _Writer:
         self._pending: tuple[anyio.Event, ...] = ()
         self._error: Exception | None = None
         self._at_due = False
-        self.buffered: memoryview | None = None  # received, not yet submitted (for a break)
 
     async def submit(self, batch: memoryview, *, at_due: bool) -> None:
         """Start writing ``batch``; ``at_due``: it ends at a checkpoint, so sync it."""
