@@ -131,6 +131,7 @@ class DBusGateway:
         self._tg: TaskGroup | None = None
         self._calls = 0
         self._announced: dict[str, None] = {}  # ids told to the SWLM with updateAvailable
+        self._handing: str | None = None  # the update whose downloadComplete is on its way
         self._warn = WarnOnce(logger)
         self.connected = anyio.Event()  # set once the name is ours (the first time)
         self._owned = anyio.Event()  # the name is ours in this connection to the bus
@@ -417,10 +418,13 @@ class DBusGateway:
         )
         # Before the call: killed once it went out, the daemon still knows who has the image.
         self._journal.set_setting(_OWNER_KEY, owner)
+        self._handing = event.update_id
         try:
             reply = await connection.call(message, timeout=self._timeout)
         except DBusError as exc:
             return self._failed(item, exc.name, f"downloadComplete for {event.update_id}: {exc}")
+        finally:
+            self._handing = None
         if reply.body == (False,):
             return self._failed(
                 item,
@@ -538,14 +542,15 @@ class DBusGateway:
         An id the journal knows (not final), or one the SWLM was told of with
         ``updateAvailable`` (a decline comes before any download), is that update; a report
         for one Core already has is answered from the journal. Any other id is the manifest's
-        own (``libats``): the report is about the update handed to the SWLM.
+        own (``libats``): the report is about the update handed to the SWLM, or the one being
+        handed to it (a quick SWLM reports before the daemon has its answer to the hand-over).
         """
         if id_problem(reported_id) is None:
             record = self._journal.update(reported_id)
             if record is not None or reported_id in self._announced:
                 return reported_id
         held = self.outstanding()
-        return None if held is None else held.update_id
+        return self._handing if held is None else held.update_id
 
     def _holds(self, update_id: str, payload: bytes) -> bool:
         """Whether the journal has this report: queued for Core, or accepted by it."""

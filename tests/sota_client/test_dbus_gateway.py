@@ -67,6 +67,7 @@ class FakeSwlm:
                 fields.get(HeaderFields.signature),
             )
         )
+        self.changes.changed()
         if member == "downloadComplete":
             if self.hold is not None:
                 await self.hold.wait()
@@ -315,6 +316,28 @@ async def test_a_slow_swlm_does_not_hold_up_the_daemons_own_methods(
         assert swlm.images[0][0].endswith(first)
 
 
+async def test_a_report_before_downloadComplete_is_answered_is_about_that_update(
+    tmp_path: Path, sim: CoreSimulator, dbus_bus: Bus
+) -> None:
+    # A quick SWLM reports, under its manifest's id, before the daemon has its answer.
+    update_id = sim.queue_update(DEVICE, "libats", "2.0.0")
+    hold = anyio.Event()
+    async with (
+        running_daemon(tmp_path, sim, event_outbox=True) as d,
+        swlm_on(dbus_bus, hold=hold) as swlm,
+        gateway_on(dbus_bus, d),
+    ):
+        await download(d, update_id)
+        await swlm.changes.wait_until(lambda: any(c[2] == "downloadComplete" for c in swlm.calls))
+        await swlm.report("libats", [result(("i", 0))])
+        hold.set()
+        await wait_for_core(sim, lambda: sim.reports(DEVICE))
+        await swlm.wait_for_images(1)
+        assert d.journal.update_state(update_id) is UpdateState.REPORTED
+    (report,) = sim.reports(DEVICE)
+    assert report.update_id == update_id
+
+
 async def test_a_report_that_matches_nothing_handed_over_is_a_dbus_error(
     tmp_path: Path, sim: CoreSimulator, dbus_bus: Bus, log_waiter: Any
 ) -> None:
@@ -348,15 +371,17 @@ async def test_bad_results_are_dbus_errors_naming_what_is_wrong(
     results: list[dict[str, Any]],
     name: str,
     words: str,
+    log_waiter: Any,
 ) -> None:
     update_id = sim.queue_update(DEVICE, "libats", "2.0.0")
+    handed = log_waiter("Handed update")
     async with (
         running_daemon(tmp_path, sim, event_outbox=True) as d,
         swlm_on(dbus_bus) as swlm,
         gateway_on(dbus_bus, d),
     ):
         await download(d, update_id)
-        await swlm.wait_for_images(1)
+        await handed.wait()
         with pytest.raises(DBusError) as caught:
             await swlm.report("libats", results)
         assert d.journal.update_state(update_id) is UpdateState.DELIVERED  # still awaited
