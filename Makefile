@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-quick soak mutants clean
+.PHONY: test lint demo bench bench-quick soak mutants deb rpm clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ soak: $(STAMP)
 # Removes each rule the code keeps, once, and checks that a test fails.
 mutants: $(STAMP)
 	$(BIN)/python tools/mutants.py
+
+# The Debian and the RPM packages, into dist/ (docs/install.md#debian-and-rpm-packages). The
+# wheels they bundle are fetched once into build/wheels; later builds take them from there.
+deb: $(STAMP)
+	$(BIN)/python -m tools.build_packages deb --out dist
+
+rpm: $(STAMP)
+	$(BIN)/python -m tools.build_packages rpm --out dist
 
 clean:
 	rm -rf $(VENV) .bench-venv .pytest_cache .mypy_cache .ruff_cache build dist
