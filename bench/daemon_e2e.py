@@ -6,6 +6,9 @@ and with the daemon's ``StartDownload`` (``dl <id>`` on the commands socket, who
 once the image is in ``packages_dir``, SHA-256 taken and fsynced). Measured:
 
 - MB/s (10^6 bytes/s) of each, and the ratio daemon / curl per round;
+- the same against ``curl -s -o file`` followed by ``fdatasync`` of the file, timed together:
+  curl with the daemon's durability (the image on disk, not only in the page cache), whose
+  rate is bounded by the disk's write speed as the daemon's is;
 - CPU (user + system) of the daemon's download (its process CPU clock before and after)
   against ``curl -o`` plus ``openssl dgst -sha256`` of curl's file (the children's rusage);
 - peak RSS (``VmHWM``): a fresh daemon per size (``--size-mib`` and ``--big-mib``), so the
@@ -17,6 +20,7 @@ Run: ``.venv/bin/python -m bench.daemon_e2e [--quick] [--python PATH]``.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -71,17 +75,21 @@ def collect(argv: list[str] | None = None) -> Section:
         with CoreSimulator(path_roots=(str(work),)) as sim:
             sim.add_package("image", "1.0", path=str(work / "image.bin"))
             sim.add_package("big", "1.0", path=str(work / "big.bin"))
-            curl_s, curl_cpu, ours_s, ours_cpu = [], [], [], []
+            curl_s, curl_cpu, synced_s, ours_s, ours_cpu = [], [], [], [], []
             with Daemon(python, work / "d1", sim.url, polling=False) as daemon:
                 daemon.start()
                 for n in range(rounds):
                     size, sha = images["image"]
-                    # Alternate who goes first, so neither always gets the warmer machine.
-                    for who in ("curl", "daemon") if n % 2 == 0 else ("daemon", "curl"):
+                    # Turn who goes first, so that none always gets the warmer machine.
+                    order = ("curl", "synced", "daemon")
+                    for who in order[n % 3 :] + order[: n % 3]:
                         if who == "curl":
                             seconds, cpu = _curl(sim, work, size)
                             curl_s.append(seconds)
                             curl_cpu.append(cpu)
+                        elif who == "synced":
+                            seconds, _ = _curl(sim, work, size, sync=True)
+                            synced_s.append(seconds)
                         else:
                             seconds, cpu = _download(sim, daemon, "image", size, sha, n == 0)
                             ours_s.append(seconds)
@@ -99,6 +107,8 @@ def collect(argv: list[str] | None = None) -> Section:
     ours_rate = [mb / s for s in ours_s]
     curl_rate = [mb / s for s in curl_s]
     rate_ratio = [o / c for o, c in zip(ours_rate, curl_rate, strict=True)]
+    synced_rate = [mb / s for s in synced_s]
+    synced_ratio = [o / c for o, c in zip(ours_rate, synced_rate, strict=True)]
     cpu_ratio = [o / c for o, c in zip(ours_cpu, curl_cpu, strict=True)]
     rows = [
         Row(
@@ -109,6 +119,15 @@ def collect(argv: list[str] | None = None) -> Section:
             spread(rate_ratio, "{:.2f}x"),
             "≥ 0.8x",
             statistics.median(rate_ratio) >= 0.8,
+        ),
+        Row(
+            "the same download vs `curl -s -o` then `fdatasync` of its file (the same bytes "
+            "on disk)",
+            f"{spread(ours_rate, '{:,.0f}')} MB/s",
+            f"curl + fdatasync {spread(synced_rate, '{:,.0f}')} MB/s",
+            spread(synced_ratio, "{:.2f}x"),
+            "-",
+            None,
         ),
         Row(
             "CPU (user+sys) of that download vs `curl -o` + `openssl dgst -sha256`",
@@ -131,12 +150,13 @@ def collect(argv: list[str] | None = None) -> Section:
     details = [
         f"{rounds} rounds of {size_mib} MiB; the {big_mib} MiB download ran at "
         f"{(big_mib << 20) / 1e6 / big_s:,.0f} MB/s. Per round (MB/s, CPU s):\n\n"
-        "| round | curl MB/s | daemon MB/s | ratio | curl + openssl CPU s | daemon CPU s |\n"
-        "|---:|---:|---:|---:|---:|---:|\n"
+        "| round | curl MB/s | curl + fdatasync MB/s | daemon MB/s | ratio to curl "
+        "| curl + openssl CPU s | daemon CPU s |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|\n"
         + "\n".join(
-            f"| {n + 1} | {c:,.0f} | {o:,.0f} | {r:.2f} | {cc:.2f} | {oc:.2f} |"
-            for n, (c, o, r, cc, oc) in enumerate(
-                zip(curl_rate, ours_rate, rate_ratio, curl_cpu, ours_cpu, strict=True)
+            f"| {n + 1} | {c:,.0f} | {s:,.0f} | {o:,.0f} | {r:.2f} | {cc:.2f} | {oc:.2f} |"
+            for n, (c, s, o, r, cc, oc) in enumerate(
+                zip(curl_rate, synced_rate, ours_rate, rate_ratio, curl_cpu, ours_cpu, strict=True)
             )
         )
     ]
@@ -151,14 +171,21 @@ def _production() -> Path:
     return production_python()
 
 
-def _curl(sim: CoreSimulator, work: Path, size: int) -> tuple[float, float]:
-    """``curl -s -o``: its seconds; then the CPU of curl and ``openssl dgst -sha256``."""
+def _curl(sim: CoreSimulator, work: Path, size: int, *, sync: bool = False) -> tuple[float, float]:
+    """``curl -s -o`` (and, with ``sync``, ``fdatasync`` of its file): its seconds; then the
+    CPU of curl and ``openssl dgst -sha256``."""
     request_id = sim.queue_update(DEVICE, "image", "1.0")
     url = f"{sim.url}/api/v1/mydevice/{DEVICE}/updates/{request_id}/download"
     out = work / "curl.out"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(["curl", "-sSf", "-o", str(out), url], check=True)
+    if sync:
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
     elapsed = time.perf_counter() - start
     subprocess.run(["openssl", "dgst", "-sha256", str(out)], check=True, capture_output=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

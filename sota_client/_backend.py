@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Self, TypeVar
 
 import anyio
 import msgspec
@@ -45,8 +45,11 @@ from ._errors import (
     TransportError,
     error_for_status,
 )
-from ._http1 import HttpClient, Response, Url
 from ._ids import check_update_id
+from ._url import Url
+
+if TYPE_CHECKING:
+    from ._http1 import HttpClient, Response
 
 __all__ = ["AccessToken", "AuthSettings", "CoreBackend"]
 
@@ -168,18 +171,8 @@ class CoreBackend:
         self._token_failures = 0
         self._token_retry_at: float | None = None  # no token request before this (backoff)
         self._token_lock = anyio.Lock()
-        # No proxy or CA settings come from the environment of a daemon; no Accept (2016 sent
-        # none); identity encoding, so that image bytes and Range offsets stay exact.
-        self._client = HttpClient(
-            tls=tls,
-            timeout=timeout,
-            keepalive=keepalive,
-            headers=[
-                ("Accept-Encoding", "identity"),
-                ("Connection", "keep-alive"),
-                ("User-Agent", user_agent or _default_user_agent()),
-            ],
-        )
+        self._client_settings = (tls, timeout, keepalive, user_agent or _default_user_agent())
+        self._http: HttpClient | None = None
 
     # -- lifecycle and state --------------------------------------------------------------
 
@@ -196,7 +189,29 @@ class CoreBackend:
 
     async def aclose(self) -> None:
         """Close the HTTP client and its connections."""
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    @property
+    def _client(self) -> HttpClient:
+        """The HTTP client, made (and h11 loaded) at the first request, not at start-up."""
+        if self._http is None:
+            from ._http1 import HttpClient
+
+            tls, timeout, keepalive, user_agent = self._client_settings
+            # No proxy or CA settings come from the environment of a daemon; no Accept (2016
+            # sent none); identity encoding, so that image bytes and Range offsets stay exact.
+            self._http = HttpClient(
+                tls=tls,
+                timeout=timeout,
+                keepalive=keepalive,
+                headers=[
+                    ("Accept-Encoding", "identity"),
+                    ("Connection", "keep-alive"),
+                    ("User-Agent", user_agent),
+                ],
+            )
+        return self._http
 
     @property
     def auth_configured(self) -> bool:

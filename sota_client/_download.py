@@ -50,9 +50,11 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_BACKOFF = Backoff()
 
-BATCH_BYTES = 1 << 20
-"""Bytes received into one buffer before a worker thread hashes and writes them, while the
-next buffer fills: one thread hop per MiB, and memory bounded by two buffers."""
+BATCH_BYTES = 4 << 20
+"""Bytes received into one buffer before worker threads hash and write them, while the next
+buffer fills: three thread hops a batch (about 0.2 ms each here, so 4 MiB rather than 1 MiB
+saves a quarter of the download's CPU), and memory bounded by two buffers. Batches still end
+at the checkpoint offsets."""
 
 DEFAULT_MAX_DOWNLOAD_SIZE = 4 << 30
 """The default of ``device.max_download_size``: no image may be larger (4 GiB)."""

@@ -14,20 +14,18 @@ reuse. Every connect, read and write wait is bounded by ``timeout``.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import select
 import socket
 import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import anyio
 import h11
 
 from ._errors import BackendError, TransportError, reason_phrase
+from ._url import Url
 
 __all__ = ["Connection", "HttpClient", "Response", "Url"]
 
@@ -35,89 +33,12 @@ HEAD_LIMIT = 64 << 10
 """Largest response head (status line and headers) accepted."""
 
 _RECEIVE = 64 << 10
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-# What may stay as it is in a path or query; anything else is percent-encoded (spaces, UTF-8).
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-_QUERY_SAFE = _PATH_SAFE + "?"
-
-
-@dataclass(frozen=True)
-class Url:
-    """An absolute http(s) URL, split once: what a request needs, nothing more."""
-
-    scheme: str
-    host: str  # lower case, IDNA-encoded; an IPv6 address without brackets
-    port: int
-    explicit_port: bool
-    path: str  # percent-encoded, starting with "/"
-    query: str  # percent-encoded, without the "?"
-
-    @classmethod
-    def parse(cls, text: str) -> Url:
-        """:raises ValueError: not an absolute http(s) URL with a host, or malformed."""
-        parts = urllib.parse.urlsplit(text.strip())
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise ValueError(f"the scheme must be http or https, not {scheme or 'none'!r}")
-        host = parts.hostname or ""
-        if not host:
-            raise ValueError("there is no host")
-        try:
-            port = parts.port  # raises ValueError for a port that is not a number in range
-            host = host.encode("idna").decode("ascii") if not host.isascii() else host
-        except UnicodeError as exc:
-            raise ValueError(f"the host {host!r} is not a valid name: {exc}") from None
-        if any(char in host for char in " /\\\r\n\t") or (":" in host and not _is_ipv6(host)):
-            raise ValueError(f"the host {host!r} is not a valid name")
-        return cls(
-            scheme=scheme,
-            host=host,
-            port=_DEFAULT_PORTS[scheme] if port is None else port,
-            explicit_port=port is not None and port != _DEFAULT_PORTS[scheme],
-            path=_quote(parts.path or "/", _PATH_SAFE),
-            query=_quote(parts.query, _QUERY_SAFE),
-        )
-
-    def join(self, reference: str) -> Url:
-        """``reference`` resolved against this URL (RFC 3986), e.g. a ``Location``.
-
-        :raises ValueError: the result is not an absolute http(s) URL.
-        """
-        return Url.parse(urllib.parse.urljoin(str(self), reference.strip()))
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
-
-    @property
-    def netloc(self) -> str:
-        """``host[:port]``, the port only when it is not the scheme's default (``Host:``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}" if self.explicit_port else host
-
-    @property
-    def target(self) -> str:
-        """The request target: path and query."""
-        return f"{self.path}?{self.query}" if self.query else self.path
-
-    def shown(self) -> str:
-        """``scheme://host[:port]/path``: no query (presigned URLs carry credentials there)."""
-        return f"{self.scheme}://{self.netloc}{self.path}"
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.netloc}{self.target}"
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _quote(text: str, safe: str) -> str:
-    return urllib.parse.quote(text, safe=safe, encoding="utf-8", errors="strict")
+FILL_MIN = 256 << 10
+"""A body read into a view at least this large is received in a worker thread, until the view
+is full: one thread hop per view instead of an event-loop wake-up per socket read (docs/
+performance.md, "Download")."""
+_SLICE = 0.1
+"""Seconds a worker thread waits on the socket before it looks whether its task was cancelled."""
 
 
 class Connection:
@@ -129,6 +50,7 @@ class Connection:
         self.timeout = timeout
         self.idle_since = 0.0
         self.requests = 0
+        self._failure: OSError | None = None  # what ended the last fill early, raised next
 
     @classmethod
     async def open(cls, url: Url, limit: float, tls: Callable[[], ssl.SSLContext]) -> Connection:
@@ -190,6 +112,52 @@ class Connection:
             except ssl.SSLWantWriteError:
                 with anyio.fail_after(self.timeout):
                     await anyio.wait_writable(self.sock)
+
+    async def fill(self, view: memoryview) -> int:
+        """Receive until ``view`` is full or the stream ends, in a worker thread; 0 at the end.
+
+        Bytes that came before a failure are returned, and the failure is raised by the next
+        call, so that the caller keeps them (a resumed download starts after them).
+
+        :raises OSError: the receive failed. :raises TimeoutError: nothing came in time.
+        """
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        count, self._failure = await anyio.to_thread.run_sync(self._fill_blocking, view)
+        if not count and self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        return count
+
+    def _fill_blocking(self, view: memoryview) -> tuple[int, OSError | None]:
+        """:meth:`fill`'s worker: waits in slices of ``_SLICE`` s, leaving between them when
+        the task that started it is cancelled (the bytes of an abandoned fill are not needed)."""
+        count, waited = 0, 0.0
+        poll = select.poll()
+        poll.register(self.sock, select.POLLIN)
+        while count < len(view):
+            try:
+                received = self.sock.recv_into(view[count:])
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+                if waited >= self.timeout:
+                    return count, TimeoutError(f"no data within {self.timeout:g} s")
+                events = select.POLLOUT if isinstance(exc, ssl.SSLWantWriteError) else None
+                if events is not None:
+                    poll.modify(self.sock, events)
+                if not poll.poll(_SLICE * 1000):
+                    waited += _SLICE
+                    anyio.from_thread.check_cancelled()
+                if events is not None:
+                    poll.modify(self.sock, select.POLLIN)
+                continue
+            except OSError as exc:
+                return count, exc
+            if not received:
+                break
+            count += received
+            waited = 0.0
+        return count, None
 
     def looks_alive(self) -> bool:
         """False when the idle connection has something to read: the server's close (or
@@ -292,7 +260,10 @@ class Response:
                 count = self._take_buffered(view)
             else:
                 assert self._connection is not None
-                count = await self._connection.receive_into(view)
+                if len(view) >= FILL_MIN:
+                    count = await self._connection.fill(view)
+                else:
+                    count = await self._connection.receive_into(view)
                 if not count:
                     raise h11.RemoteProtocolError(
                         f"the server closed the connection with {self._remaining} bytes "

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sota_client import _backend, _download
 from sota_client._backend import AuthSettings, CoreBackend
 from sota_client._download import (
-    BATCH_BYTES,
+    CHECKPOINT_MIN,
     DEFAULT_MAX_DOWNLOAD_SIZE,
     Checkpoint,
     DownloadResult,
@@ -37,7 +37,7 @@ from ._http_server import Exchange, Handler, ScriptedServer, answer, serve_bytes
 pytestmark = pytest.mark.anyio
 
 DEVICE = "dev"
-IMAGE = random.Random(2016).randbytes(3 * BATCH_BYTES + 12345)
+IMAGE = random.Random(2016).randbytes(3 * CHECKPOINT_MIN + 12345)
 SHA256 = hashlib.sha256(IMAGE).hexdigest()
 DOWNLOAD = f"/api/v1/mydevice/{DEVICE}/updates/u1/download"
 MiB = 1 << 20
@@ -163,7 +163,7 @@ async def test_exact_bytes_and_sha256(server: ScriptedServer, tmp_path: Path) ->
     assert (tmp_path / "u1").read_bytes() == IMAGE
     assert sorted(os.listdir(tmp_path)) == ["u1"]  # no .part left
     # At most one call per MiB, growing, ending with the whole size.
-    assert len(seen) <= len(IMAGE) // BATCH_BYTES + 1
+    assert len(seen) <= len(IMAGE) // CHECKPOINT_MIN + 1
     assert [got for got, _ in seen] == sorted(got for got, _ in seen)
     assert seen[-1] == (len(IMAGE), len(IMAGE))
     assert ranges(server) == [None]
@@ -227,7 +227,7 @@ async def test_whatever_is_at_the_image_path_is_replaced(
 async def test_resume_with_range_after_a_dropped_connection(
     server: ScriptedServer, tmp_path: Path
 ) -> None:
-    cut = BATCH_BYTES + 1000
+    cut = CHECKPOINT_MIN + 1000
     server.route("GET", DOWNLOAD, serve(cut_after=cut), serve())
     sleeps = Sleeps()
     result = await download(server, tmp_path, sleeps=sleeps)
@@ -238,7 +238,7 @@ async def test_resume_with_range_after_a_dropped_connection(
 
 
 async def test_resume_a_part_file_left_by_a_restart(server: ScriptedServer, tmp_path: Path) -> None:
-    have = 2 * BATCH_BYTES + 7
+    have = 2 * CHECKPOINT_MIN + 7
     journal = planted(tmp_path, IMAGE[:have])
     server.route("GET", DOWNLOAD, serve())
     seen: list[tuple[int, int | None]] = []
@@ -257,7 +257,7 @@ async def test_resume_cuts_the_bytes_after_the_checkpoint(
     server: ScriptedServer, tmp_path: Path
 ) -> None:
     """After a power cut the bytes past the last checkpoint may be garbage: they are dropped."""
-    have = BATCH_BYTES
+    have = CHECKPOINT_MIN
     journal = Journal(checkpoint_of(IMAGE[:have]))
     (tmp_path / "u1.part").write_bytes(IMAGE[:have] + b"\0" * len(IMAGE))
     server.route("GET", DOWNLOAD, serve())
@@ -325,7 +325,7 @@ async def test_cancelled_download_keeps_its_part(server: ScriptedServer, tmp_pat
 
     def stall_midway(exchange: Exchange) -> None:
         exchange.head(200, [("Content-Length", str(len(IMAGE)))])
-        exchange.write(IMAGE[: 2 * BATCH_BYTES])
+        exchange.write(IMAGE[: 2 * CHECKPOINT_MIN])
         release.wait(30)
 
     server.route("GET", DOWNLOAD, stall_midway, serve())
@@ -340,11 +340,11 @@ async def test_cancelled_download_keeps_its_part(server: ScriptedServer, tmp_pat
     finally:
         release.set()
     assert scope.cancelled_caught
-    assert journal.resume == checkpoint_of(IMAGE[:BATCH_BYTES])
-    assert (tmp_path / "u1.part").stat().st_size >= BATCH_BYTES
+    assert journal.resume == checkpoint_of(IMAGE[:CHECKPOINT_MIN])
+    assert (tmp_path / "u1.part").stat().st_size >= CHECKPOINT_MIN
     assert not (tmp_path / "u1").exists()
     await download(server, tmp_path, journal=journal)  # and the restart resumes it
-    assert ranges(server)[-1] == f"bytes={BATCH_BYTES}-"
+    assert ranges(server)[-1] == f"bytes={CHECKPOINT_MIN}-"
     assert (tmp_path / "u1").read_bytes() == IMAGE
 
 
@@ -416,7 +416,7 @@ async def test_every_checkpoint_is_on_disk_before_it_is_taken(
 async def test_checkpoint_when_the_transfer_breaks_off(
     server: ScriptedServer, tmp_path: Path
 ) -> None:
-    cut = BATCH_BYTES + 1000
+    cut = CHECKPOINT_MIN + 1000
     server.route("GET", DOWNLOAD, serve(cut_after=cut), serve())
     journal = Journal()
     await download(server, tmp_path, journal=journal)
@@ -648,7 +648,7 @@ async def test_announced_size_equal_to_max_size_is_fine(
     assert result.sha256 == SHA256
 
 
-LIMIT = BATCH_BYTES + BATCH_BYTES // 2  # a MiB is written (a checkpoint offset) before it
+LIMIT = CHECKPOINT_MIN + CHECKPOINT_MIN // 2  # a MiB is written (a checkpoint offset) before it
 
 UNANNOUNCED = {
     "chunked": lambda body: serve(body, chunked=True),
@@ -670,7 +670,7 @@ async def test_unannounced_body_stops_at_max_size(
         f"Download error: update u1 sent more than device.max_download_size "
         f"({LIMIT}) bytes without announcing its size"
     )
-    assert sizes[0] == BATCH_BYTES  # a checkpoint offset, then never past the bound
+    assert sizes[0] == CHECKPOINT_MIN  # a checkpoint offset, then never past the bound
     assert max(sizes) <= LIMIT
     assert os.listdir(tmp_path) == []
     assert len(server.requests) == 1
@@ -688,7 +688,7 @@ async def test_unannounced_body_of_exactly_max_size_is_fine(
 async def test_more_bytes_than_announced(
     server: ScriptedServer, tmp_path: Path, sizes: list[int]
 ) -> None:
-    body = IMAGE[: 2 * BATCH_BYTES]
+    body = IMAGE[: 2 * CHECKPOINT_MIN]
     server.route("GET", DOWNLOAD, _partial(body, f"bytes 0-99/{LIMIT}"))
     with pytest.raises(DownloadError) as caught:
         await download(server, tmp_path)
@@ -696,7 +696,7 @@ async def test_more_bytes_than_announced(
     assert str(caught.value) == (
         f"Download error: update u1: the server sent more than the announced {LIMIT} bytes"
     )
-    assert sizes[0] == BATCH_BYTES  # a checkpoint offset, then never past the announced size
+    assert sizes[0] == CHECKPOINT_MIN  # a checkpoint offset, then never past the announced size
     assert max(sizes) <= LIMIT
     assert os.listdir(tmp_path) == []
 
@@ -866,7 +866,7 @@ async def test_server_errors_after_the_retries(server: ScriptedServer, tmp_path:
 
 
 async def test_401_reauthenticates_and_resumes(server: ScriptedServer, tmp_path: Path) -> None:
-    cut = BATCH_BYTES
+    cut = CHECKPOINT_MIN
     token = b'{"access_token":"%s","token_type":"bearer","expires_in":3600,"scope":""}'
     server.route(
         "POST",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from sota_client._errors import BackendError, TransportError
-from sota_client._http1 import Connection, HttpClient, Response, Url
+from sota_client._http1 import FILL_MIN, Connection, HttpClient, Response, Url
 
 from ._http_server import Exchange, ScriptedServer, answer
 
@@ -30,13 +32,13 @@ def server() -> Iterator[ScriptedServer]:
         yield scripted
 
 
-def client(clock: Clock | None = None, keepalive: float = 60.0) -> HttpClient:
+def client(clock: Clock | None = None, keepalive: float = 60.0, timeout: float = 5.0) -> HttpClient:
     def no_tls() -> None:
         raise AssertionError("no TLS context is needed for http")
 
     return HttpClient(
         tls=no_tls,  # type: ignore[arg-type]
-        timeout=5.0,
+        timeout=timeout,
         keepalive=keepalive,
         headers=[("User-Agent", "test")],
         clock=clock or Clock(),
@@ -195,6 +197,70 @@ async def test_a_body_cut_short_is_a_transport_error(server: ScriptedServer) -> 
     await http.aclose()
     assert "the server closed the connection or broke HTTP" in str(caught.value)
     assert caught.value.maybe_delivered
+
+
+class Stalled:
+    """A handler that sends ``sent`` bytes of a larger announced body, then sends nothing
+    more until :meth:`release` (or the test's end)."""
+
+    def __init__(self, sent: int) -> None:
+        self.body = bytes(range(256)) * (2 * FILL_MIN // 256)
+        self.sent = sent
+        self._released = threading.Event()
+
+    def __call__(self, exchange: Exchange) -> None:
+        exchange.head(200, [("Content-Length", str(len(self.body)))])
+        exchange.write(self.body[: self.sent])
+        self._released.wait(60)
+        exchange.drop()
+
+    def release(self) -> None:
+        self._released.set()
+
+
+async def test_bytes_that_came_before_a_stall_are_kept_and_the_timeout_comes_next(
+    server: ScriptedServer,
+) -> None:
+    """A large view is filled in a worker thread: what it got before the failure is handed
+    out first, so a resumed download starts after it (it is not lost with the failure)."""
+    stalled = Stalled(sent=FILL_MIN // 3)
+    server.route("GET", "/body", stalled)
+    http = client(timeout=0.5)
+    response = await http.request("GET", Url.parse(server.url + "/body"))
+    view = memoryview(bytearray(FILL_MIN))
+    got = bytearray()
+    try:
+        while len(got) < stalled.sent:
+            count = await response.receive_into(view)
+            assert count
+            got += view[:count]
+        with pytest.raises(TransportError) as caught:
+            await response.receive_into(view)
+    finally:
+        stalled.release()
+        await response.aclose()
+        await http.aclose()
+    assert got == stalled.body[: stalled.sent]
+    assert "timed out waiting for data: no answer within 0.5 s" in str(caught.value)
+
+
+async def test_a_worker_thread_waiting_for_body_bytes_leaves_when_its_task_is_cancelled(
+    server: ScriptedServer,
+) -> None:
+    """Without the check, the cancel would wait for the hour-long receive timeout (and the
+    test would time out)."""
+    stalled = Stalled(sent=0)
+    server.route("GET", "/body", stalled)
+    http = client(timeout=3600.0)
+    response = await http.request("GET", Url.parse(server.url + "/body"))
+    try:
+        with anyio.move_on_after(0.3) as scope:
+            await response.receive_into(memoryview(bytearray(FILL_MIN)))
+    finally:
+        stalled.release()
+        await response.aclose()
+        await http.aclose()
+    assert scope.cancelled_caught
 
 
 @pytest.mark.parametrize("status", [204, 304])
