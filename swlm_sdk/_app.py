@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeAlias, TypeVar
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
+from ._calls import call_user
 from ._client import DEFAULT_TIMEOUT, Client, Retry
 from ._errors import InstallError, ProtocolError, SwlmError
 from ._journal import REPORTABLE_ID, Journal
@@ -61,13 +61,6 @@ F = TypeVar("F", bound=Callable[[Any], object])
 
 _INTERRUPTED = "the install was interrupted: the SWLM stopped before it finished"
 _MAX_TEXT = 1000
-
-
-def _is_async(function: object) -> bool:
-    if inspect.iscoroutinefunction(function):
-        return True
-    # An object whose __call__ is async is an async handler too.
-    return inspect.iscoroutinefunction(vars(type(function)).get("__call__"))
 
 
 def _lone_swlm_error(group: BaseExceptionGroup[BaseException]) -> SwlmError | None:
@@ -297,16 +290,11 @@ class App:
             self._stop_requested = False
 
     async def _serve(self, task_status: TaskStatus[None]) -> None:
-        await self.journal.open()
-        for update_id in self.journal.interrupted():
-            log.error("update %s: %s; reporting INTERNAL_ERROR", update_id, _INTERRUPTED)
-            await self.journal.record(update_id, ResultCode.INTERNAL_ERROR, _INTERRUPTED)
-        self._wake = anyio.Event()
-        self._closing = False
-        self._packages_due = self._provider is not None
-        self._dispatch_scope = anyio.CancelScope()
-        if self._stop_requested:
-            self._dispatch_scope.cancel()
+        """Serve, then shut down in this order: stop accepting events, let the running
+        installs finish, flush their reports (each phase within ``shutdown_grace``). Reports
+        are delivered all along, from start-up on."""
+        await self._open_journal()
+        self._begin_run()
         slots = anyio.Semaphore(self.concurrency)
         listener = EventListener(
             self.events_socket,
@@ -316,39 +304,73 @@ class App:
             read_timeout=self.event_read_timeout,
         )
         try:
-            async with anyio.create_task_group() as main:
-                main.start_soon(self._deliver_loop)
-                with anyio.CancelScope() as work_scope:
-                    async with anyio.create_task_group() as work:
-                        async with listener:
-                            log.info(
-                                "SWLM ready: events on %s, reports to %s",
-                                listener.path,
-                                self.client.socket_path,
-                            )
-                            task_status.started()
-                            with self._dispatch_scope:
-                                async for event in listener:
-                                    if slots.value == 0:
-                                        log.debug(
-                                            "%s waits: %d handler(s) running",
-                                            _describe(event),
-                                            self.concurrency,
-                                        )
-                                    await slots.acquire()
-                                    work.start_soon(self._dispatch, event, slots)
-                        if self._active:
-                            log.info(
-                                "events socket closed; waiting for %d install(s) to finish",
-                                len(self._active),
-                            )
-                        work_scope.deadline = anyio.current_time() + self.shutdown_grace
-                self._closing = True
-                self._kick()
-                main.cancel_scope.deadline = anyio.current_time() + self.shutdown_grace
+            async with anyio.create_task_group() as reporting:
+                reporting.start_soon(self._deliver_loop)
+                async with anyio.create_task_group() as installs:
+                    await self._accept_events_until_stopped(listener, slots, installs, task_status)
+                    self._let_installs_finish(installs.cancel_scope)
+                self._let_reports_flush(reporting.cancel_scope)
         except BaseExceptionGroup as group:
             raise _lone_swlm_error(group) or group from None
         log.info("SWLM stopped")
+
+    async def _open_journal(self) -> None:
+        """Open the journal; an install the last run left unfinished is reported as failed,
+        since nobody knows how far it got."""
+        await self.journal.open()
+        for update_id in self.journal.interrupted():
+            log.error("update %s: %s; reporting INTERNAL_ERROR", update_id, _INTERRUPTED)
+            await self.journal.record(update_id, ResultCode.INTERNAL_ERROR, _INTERRUPTED)
+
+    def _begin_run(self) -> None:
+        """Fresh per-run state; a :meth:`stop` that came before the start stops at once."""
+        self._wake = anyio.Event()
+        self._closing = False
+        self._packages_due = self._provider is not None
+        self._dispatch_scope = anyio.CancelScope()
+        if self._stop_requested:
+            self._dispatch_scope.cancel()
+
+    async def _accept_events_until_stopped(
+        self,
+        listener: EventListener,
+        slots: anyio.Semaphore,
+        installs: TaskGroup,
+        task_status: TaskStatus[None],
+    ) -> None:
+        """Until :meth:`stop`, listen on the events socket and handle each event in
+        ``installs``, ``concurrency`` at a time; then close the socket (shutdown phase 1), so
+        that the daemon sees no more events are taken."""
+        assert self._dispatch_scope is not None
+        async with listener:
+            log.info(
+                "SWLM ready: events on %s, reports to %s", listener.path, self.client.socket_path
+            )
+            task_status.started()
+            with self._dispatch_scope:
+                async for event in listener:
+                    if slots.value == 0:
+                        log.debug(
+                            "%s waits: %d handler(s) running", _describe(event), self.concurrency
+                        )
+                    await slots.acquire()
+                    installs.start_soon(self._dispatch, event, slots)
+
+    def _let_installs_finish(self, installs: anyio.CancelScope) -> None:
+        """Shutdown phase 2: the running installs get ``shutdown_grace`` to finish (their task
+        group's exit waits for them); an async one still running then is cancelled, a sync
+        one cannot be."""
+        if self._active:
+            log.info("events socket closed; waiting for %d install(s) to finish", len(self._active))
+        installs.deadline = anyio.current_time() + self.shutdown_grace
+
+    def _let_reports_flush(self, reporting: anyio.CancelScope) -> None:
+        """Shutdown phase 3, once every install is over: the delivery loop makes one last pass
+        for their reports, within another ``shutdown_grace`` (its task group's exit waits for
+        it; what it cannot send stays in the journal for the next start)."""
+        self._closing = True
+        self._kick()
+        reporting.deadline = anyio.current_time() + self.shutdown_grace
 
     # -- installing ---------------------------------------------------------------------
 
@@ -364,12 +386,7 @@ class App:
 
     async def _observe(self, observer: Callable[[Any], object], event: Event) -> None:
         try:
-            if _is_async(observer):
-                result = observer(event)
-            else:
-                result = await anyio.to_thread.run_sync(observer, event)
-            if inspect.isawaitable(result):
-                await result
+            await call_user(observer, event)
         except Exception:
             log.exception("event handler %r failed on %r", observer, event)
 
@@ -422,14 +439,8 @@ class App:
         assert handler is not None
         kill_point("swlm.install.start")
         try:
-            if _is_async(handler):
-                result = handler(event)
-            else:
-                # A sync install cannot be interrupted half-way (think dpkg): let it finish.
-                with anyio.CancelScope(shield=True):
-                    result = await anyio.to_thread.run_sync(handler, event)
-            value = await result if inspect.isawaitable(result) else result
-            return _outcome(value)
+            # A sync install cannot be interrupted half-way (think dpkg): let it finish.
+            return _outcome(await call_user(handler, event, shield_thread=True))
         except InstallError as exc:
             return exc.code, exc.text
         except anyio.get_cancelled_exc_class():
@@ -496,17 +507,7 @@ class App:
         provider = self._provider
         assert provider is not None
         try:
-            if _is_async(provider):
-                result = provider()
-                packages = _packages(await result if inspect.isawaitable(result) else result)
-            else:
-
-                def collect() -> object:
-                    result = provider()
-                    return result if inspect.isawaitable(result) else _packages(result)
-
-                got = await anyio.to_thread.run_sync(collect)
-                packages = _packages(await got if inspect.isawaitable(got) else got)
+            packages = await call_user(provider, convert=_packages)
         except Exception:
             log.exception("the installed-packages provider failed; will retry")
             return False

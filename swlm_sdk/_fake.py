@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,7 +46,6 @@ from .protocol import (
     encode_event,
     parse_command,
 )
-from .protocol._commands import _rust_debug
 
 __all__ = ["FakeDaemon", "Reply", "ReplyFunction"]
 
@@ -61,8 +59,6 @@ ReplyFunction: TypeAlias = Callable[[Command], "ReplyValue | Awaitable[ReplyValu
 
 Reply: TypeAlias = ReplyValue | ReplyFunction
 
-_TOKEN = re.compile(r"[^ \t\r\n;]+")
-_TERMINATOR = re.compile(r"[\r\n;]")
 _MAX_REQUEST = 1 << 20
 
 
@@ -242,17 +238,10 @@ class FakeDaemon:
         """The reply bytes to one request, recording it; what the socket handler sends."""
         self.requests.append(request)
         try:
-            command = parse_command(request)
+            command = parse_command(request, result_text=not self.strict_2016)
         except CommandSyntaxError as exc:
             self._notify()
             return exc.reply.encode()
-        if self.strict_2016 and isinstance(command, SendUpdateReport):
-            line = _TERMINATOR.split(request.decode(), maxsplit=1)[0]
-            args = _TOKEN.findall(line)[1:]
-            if len(args) > 2:
-                self._notify()
-                message = f"unexpected SendUpdateReport args: {_rust_debug(args)}"
-                return f"Unknown Command: {message}".encode()
         self.commands.append(command)
         self._notify()
         reply: Reply | None = self._replies.get(type(command))

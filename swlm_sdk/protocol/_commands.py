@@ -171,11 +171,15 @@ def _rust_debug(args: list[str]) -> str:
     return "[" + ", ".join(one(arg) for arg in args) + "]"
 
 
-def parse_command(data: bytes | str) -> Command:
+def parse_command(data: bytes | str, *, result_text: bool = True) -> Command:
     """Parse one text command as the 2016 client did (whole-word names, see the module doc).
 
     ``SendUpdateReport <id> <code> <text...>`` takes an optional result text: everything after
-    the code up to the terminator, with the surrounding spaces removed.
+    the code up to the terminator, with the surrounding spaces removed. ``result_text=False``
+    refuses one as the 2016 client did, with its message for a command with too many
+    arguments (``unexpected SendUpdateReport args: ["u1", "4", "dpkg", "failed"]``): for a peer
+    that acts as a 2016 daemon, e.g. :class:`~swlm_sdk.testing.FakeDaemon` with
+    ``strict_2016``.
 
     :raises CommandSyntaxError: with the 2016 message, e.g. ``usage: dl <id>``.
     """
@@ -195,14 +199,15 @@ def parse_command(data: bytes | str) -> Command:
         raise CommandSyntaxError(f"bad command: {text}")
     cls = _BY_WORD[tokens[0].group()]
     args = [token.group() for token in tokens[1:]]
-    return _build(cls, args, rest=line[tokens[2].end() :] if len(tokens) > 2 else "")
+    rest = line[tokens[2].end() :] if len(tokens) > 2 else ""
+    return _build(cls, args, rest=rest, result_text=result_text)
 
 
 def _unexpected(name: str, args: list[str]) -> CommandSyntaxError:
     return CommandSyntaxError(f"unexpected {name} args: {_rust_debug(args)}")
 
 
-def _build(cls: type[Command], args: list[str], rest: str) -> Command:
+def _build(cls: type[Command], args: list[str], rest: str, *, result_text: bool) -> Command:
     """The 2016 argument rules (``parse_arguments``), with its messages."""
     n = len(args)
     if cls is Authenticate:
@@ -234,6 +239,8 @@ def _build(cls: type[Command], args: list[str], rest: str) -> Command:
             code = ResultCode.parse(args[1])
         except ProtocolError:
             raise CommandSyntaxError("couldn't parse 2nd argument as an UpdateResultCode") from None
+        if n > 2 and not result_text:
+            raise _unexpected(cls.name, args)
         text = rest.strip(" \t")
         return SendUpdateReport(UpdateReport.single(args[0], code, text))
     if cls is SendInstalledSoftware:

@@ -155,6 +155,28 @@ def test_rejected_with_the_2016_message(text: str, message: str) -> None:
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            b"sendup u1 4 dpkg  failed\nignored",
+            'unexpected SendUpdateReport args: ["u1", "4", "dpkg", "failed"]',
+        ),
+        ('SendUpdateReport u1 0 "q"', 'unexpected SendUpdateReport args: ["u1", "0", "\\"q\\""]'),
+        ("sendup u1 20 text", "couldn't parse 2nd argument as an UpdateResultCode"),
+    ],
+)
+def test_without_result_text_a_text_gets_the_2016_message(text: str | bytes, message: str) -> None:
+    with pytest.raises(CommandSyntaxError) as info:
+        parse_command(text, result_text=False)
+    assert info.value.reply == f"Unknown Command: {message}"
+
+
+@pytest.mark.parametrize("text", ["sendup u1 4", "SendUpdateReport u1 4 ;text", "sendup u1 4 \t"])
+def test_without_result_text_a_bare_report_is_accepted(text: str) -> None:
+    assert parse_command(text, result_text=False) == report("u1", ResultCode.INSTALL_FAILED)
+
+
 def test_invalid_utf8_gets_the_2016_io_error() -> None:
     with pytest.raises(CommandSyntaxError) as info:
         parse_command(b"dl \xff")
