@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-quick soak mutants deb rpm clean
+.PHONY: test lint demo bench bench-quick soak mutants deb rpm diagrams clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ deb: $(STAMP)
 
 rpm: $(STAMP)
 	$(BIN)/python -m tools.build_packages rpm --out dist
+
+# The diagrams of docs/diagrams/: update-states.dot from the journal's states and the transitions
+# table of docs/reliability.md, then both .dot files rendered to SVG with graphviz's dot.
+# python -m tools.diagrams --check says what is out of date and changes nothing.
+diagrams: $(STAMP)
+	$(BIN)/python -m tools.diagrams
 
 clean:
 	rm -rf $(VENV) .bench-venv .pytest_cache .mypy_cache .ruff_cache build dist
