@@ -305,6 +305,20 @@ MUTANTS = [
     ),
     # -- the HTTP client and the download pipeline ----------------------------------------------
     Mutant(
+        "body bytes a worker thread got before a failure are handed out first",
+        "sota_client/_http1.py",
+        '                    return count, TimeoutError(f"no data within {self.timeout:g} s")',
+        '                    raise TimeoutError(f"no data within {self.timeout:g} s")',
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
+        "a worker thread waiting for body bytes leaves when its task is cancelled",
+        "sota_client/_http1.py",
+        "                    anyio.from_thread.check_cancelled()",
+        "                    pass",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
         "a kept connection the server closed is not used again",
         "sota_client/_http1.py",
         "and connection.looks_alive():",
