@@ -238,7 +238,7 @@ class FakeDaemon:
         """The reply bytes to one request, recording it; what the socket handler sends."""
         self.requests.append(request)
         try:
-            command = parse_command(request, result_text=not self.strict_2016)
+            command = parse_command(request, extensions=not self.strict_2016)
         except CommandSyntaxError as exc:
             self._notify()
             return exc.reply.encode()

@@ -15,6 +15,7 @@ from ._commands import ListInstalledPackages as ListInstalledPackages
 from ._commands import ListSystemInfo as ListSystemInfo
 from ._commands import SendInstalledPackages as SendInstalledPackages
 from ._commands import SendInstalledSoftware as SendInstalledSoftware
+from ._commands import SendInstallProgress as SendInstallProgress
 from ._commands import SendSystemInfo as SendSystemInfo
 from ._commands import SendUpdateReport as SendUpdateReport
 from ._commands import Shutdown as Shutdown
@@ -97,6 +98,7 @@ __all__ = [
     "Package",
     "ProtocolError",
     "ResultCode",
+    "SendInstallProgress",
     "SendInstalledPackages",
     "SendInstalledSoftware",
     "SendSystemInfo",

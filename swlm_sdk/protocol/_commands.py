@@ -1,4 +1,4 @@
-"""The eleven 2016 commands and their text grammar (commands socket and console).
+"""The eleven 2016 commands, one extension, and their text grammar (commands socket, console).
 
 A command is one line: a name or its alias, then arguments separated by spaces or tabs, ended by
 the end of input, ``\\n``, ``\\r`` or ``;`` (anything after the first terminator is ignored, as
@@ -22,6 +22,7 @@ __all__ = [
     "GetUpdateRequests",
     "ListInstalledPackages",
     "ListSystemInfo",
+    "SendInstallProgress",
     "SendInstalledPackages",
     "SendInstalledSoftware",
     "SendSystemInfo",
@@ -124,6 +125,20 @@ class SendUpdateReport(Command, frozen=True):
     report: UpdateReport
 
 
+class SendInstallProgress(Command, frozen=True):
+    """How far an install has got (an extension: a 2016 daemon answers it ``bad command``).
+
+    The name and its alias start with no 2016 name or alias, so the 2016 client's prefix
+    matching cannot take it for another command.
+    """
+
+    name: ClassVar[str] = "SendInstallProgress"
+    alias: ClassVar[str] = "progress"
+    update_id: str
+    percent: int
+    text: str = ""
+
+
 _COMMAND_TYPES: tuple[type[Command], ...] = (
     Authenticate,
     GetUpdateRequests,
@@ -136,7 +151,9 @@ _COMMAND_TYPES: tuple[type[Command], ...] = (
     SendUpdateReport,
     StartDownload,
     StartInstall,
+    SendInstallProgress,
 )
+_EXTENSIONS: frozenset[type[Command]] = frozenset({SendInstallProgress})
 _BY_WORD: dict[str, type[Command]] = {
     **{cls.name: cls for cls in _COMMAND_TYPES},
     **{cls.alias: cls for cls in _COMMAND_TYPES},
@@ -144,6 +161,7 @@ _BY_WORD: dict[str, type[Command]] = {
 
 _TERMINATOR = re.compile(r"[\r\n;]")
 _TOKEN = re.compile(r"[^ \t\r\n;]+")
+_PERCENT = re.compile(r"100|[1-9]?[0-9]")
 
 
 def _rust_debug(args: list[str]) -> str:
@@ -171,15 +189,15 @@ def _rust_debug(args: list[str]) -> str:
     return "[" + ", ".join(one(arg) for arg in args) + "]"
 
 
-def parse_command(data: bytes | str, *, result_text: bool = True) -> Command:
+def parse_command(data: bytes | str, *, extensions: bool = True) -> Command:
     """Parse one text command as the 2016 client did (whole-word names, see the module doc).
 
-    ``SendUpdateReport <id> <code> <text...>`` takes an optional result text: everything after
-    the code up to the terminator, with the surrounding spaces removed. ``result_text=False``
-    refuses one as the 2016 client did, with its message for a command with too many
-    arguments (``unexpected SendUpdateReport args: ["u1", "4", "dpkg", "failed"]``): for a peer
-    that acts as a 2016 daemon, e.g. :class:`~swlm_sdk.testing.FakeDaemon` with
-    ``strict_2016``.
+    Two extensions: ``SendUpdateReport <id> <code> <text...>`` takes an optional result text
+    (everything after the code up to the terminator, without the surrounding spaces), and
+    ``SendInstallProgress <id> <percent> [<text...>]``. ``extensions=False`` refuses both as
+    the 2016 client did (``unexpected SendUpdateReport args: ["u1", "4", "dpkg", "failed"]``,
+    ``bad command: SendInstallProgress u1 40``): for a peer that acts as a 2016 daemon, e.g.
+    :class:`~swlm_sdk.testing.FakeDaemon` with ``strict_2016``.
 
     :raises CommandSyntaxError: with the 2016 message, e.g. ``usage: dl <id>``.
     """
@@ -195,12 +213,12 @@ def parse_command(data: bytes | str, *, result_text: bool = True) -> Command:
         text = data
     line = _TERMINATOR.split(text, maxsplit=1)[0]
     tokens = list(_TOKEN.finditer(line))
-    if not tokens or tokens[0].group() not in _BY_WORD:
+    cls = _BY_WORD.get(tokens[0].group()) if tokens else None
+    if cls is None or (cls in _EXTENSIONS and not extensions):
         raise CommandSyntaxError(f"bad command: {text}")
-    cls = _BY_WORD[tokens[0].group()]
     args = [token.group() for token in tokens[1:]]
     rest = line[tokens[2].end() :] if len(tokens) > 2 else ""
-    return _build(cls, args, rest=rest, result_text=result_text)
+    return _build(cls, args, rest=rest, result_text=extensions)
 
 
 def _unexpected(name: str, args: list[str]) -> CommandSyntaxError:
@@ -243,6 +261,12 @@ def _build(cls: type[Command], args: list[str], rest: str, *, result_text: bool)
             raise _unexpected(cls.name, args)
         text = rest.strip(" \t")
         return SendUpdateReport(UpdateReport.single(args[0], code, text))
+    if cls is SendInstallProgress:
+        if n < 2:
+            raise CommandSyntaxError("usage: progress <update-id> <percent> [<text>]")
+        if _PERCENT.fullmatch(args[1]) is None:
+            raise CommandSyntaxError("couldn't parse 2nd argument as a percentage from 0 to 100")
+        return SendInstallProgress(args[0], int(args[1]), rest.strip(" \t"))
     if cls is SendInstalledSoftware:
         # FIXME(PRO-1160) in 2016: there is no text form of this command.
         raise _unexpected(cls.name, args)
@@ -286,6 +310,12 @@ def format_command(command: Command, *, alias: bool = False) -> str:
                 args += [_check_token(package.version, "package version")]
         case SendUpdateReport(report=report):
             args = _report_args(report)
+        case SendInstallProgress(update_id=uid, percent=percent, text=text):
+            if _PERCENT.fullmatch(str(percent)) is None:
+                raise ProtocolError(f"a percentage is from 0 to 100, not {percent!r}")
+            args = [_check_token(uid, "update id"), str(percent)]
+            if text:
+                args.append(_check_text(text))
         case SendInstalledSoftware():
             raise ProtocolError("SendInstalledSoftware has no text form")
         case _:
@@ -306,9 +336,14 @@ def _report_args(report: UpdateReport) -> list[str]:
             )
     args = [_check_token(report.update_id, "update id"), str(int(code))]
     if text:
-        if _TERMINATOR.search(text) or text != text.strip(" \t"):
-            raise ProtocolError(
-                "result text cannot contain line breaks or ';' nor start or end with a space"
-            )
-        args.append(text)
+        args.append(_check_text(text, "result text"))
     return args
+
+
+def _check_text(text: str, what: str = "text") -> str:
+    """A free text as the last argument: it runs to the terminator, blanks around it dropped."""
+    if _TERMINATOR.search(text) or text != text.strip(" \t"):
+        raise ProtocolError(
+            f"{what} cannot contain line breaks or ';' nor start or end with a space"
+        )
+    return text

@@ -19,6 +19,7 @@ from swlm_sdk.protocol import (
     ResultCode,
     SendInstalledPackages,
     SendInstalledSoftware,
+    SendInstallProgress,
     SendSystemInfo,
     SendUpdateReport,
     Shutdown,
@@ -27,6 +28,21 @@ from swlm_sdk.protocol import (
     UpdateReport,
     format_command,
     parse_command,
+)
+
+
+ALL_2016 = (
+    Authenticate,
+    GetUpdateRequests,
+    ListInstalledPackages,
+    ListSystemInfo,
+    Shutdown,
+    SendInstalledPackages,
+    SendInstalledSoftware,
+    SendSystemInfo,
+    SendUpdateReport,
+    StartDownload,
+    StartInstall,
 )
 
 
@@ -168,13 +184,76 @@ def test_rejected_with_the_2016_message(text: str, message: str) -> None:
 )
 def test_without_result_text_a_text_gets_the_2016_message(text: str | bytes, message: str) -> None:
     with pytest.raises(CommandSyntaxError) as info:
-        parse_command(text, result_text=False)
+        parse_command(text, extensions=False)
     assert info.value.reply == f"Unknown Command: {message}"
 
 
 @pytest.mark.parametrize("text", ["sendup u1 4", "SendUpdateReport u1 4 ;text", "sendup u1 4 \t"])
 def test_without_result_text_a_bare_report_is_accepted(text: str) -> None:
-    assert parse_command(text, result_text=False) == report("u1", ResultCode.INSTALL_FAILED)
+    assert parse_command(text, extensions=False) == report("u1", ResultCode.INSTALL_FAILED)
+
+
+# -- the SendInstallProgress extension ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("SendInstallProgress u1 40", SendInstallProgress("u1", 40)),
+        ("progress u1 0", SendInstallProgress("u1", 0)),
+        ("progress u1 100 done", SendInstallProgress("u1", 100, "done")),
+        (
+            b"progress u1 7  writing slot b \nignored",
+            SendInstallProgress("u1", 7, "writing slot b"),
+        ),
+        ("progress\tu1\t55;more", SendInstallProgress("u1", 55)),
+    ],
+)
+def test_install_progress_is_parsed(text: str | bytes, expected: SendInstallProgress) -> None:
+    assert parse_command(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("progress", "usage: progress <update-id> <percent> [<text>]"),
+        ("progress u1", "usage: progress <update-id> <percent> [<text>]"),
+        ("progress u1 101", "couldn't parse 2nd argument as a percentage from 0 to 100"),
+        ("progress u1 -1", "couldn't parse 2nd argument as a percentage from 0 to 100"),
+        ("progress u1 007", "couldn't parse 2nd argument as a percentage from 0 to 100"),
+        ("progress u1 4.5", "couldn't parse 2nd argument as a percentage from 0 to 100"),
+        ("progress u1 ５", "couldn't parse 2nd argument as a percentage from 0 to 100"),
+    ],
+)
+def test_bad_install_progress_is_refused(text: str, message: str) -> None:
+    with pytest.raises(CommandSyntaxError) as info:
+        parse_command(text)
+    assert info.value.reply == f"Unknown Command: {message}"
+
+
+@pytest.mark.parametrize("text", ["SendInstallProgress u1 40", "progress u1 40 writing"])
+def test_a_2016_daemon_answers_install_progress_bad_command(text: str) -> None:
+    """What the 2016 client answered: its prefix match finds no command in either name."""
+    with pytest.raises(CommandSyntaxError) as info:
+        parse_command(text, extensions=False)
+    assert info.value.reply == f"Unknown Command: bad command: {text}"
+
+
+def test_no_2016_name_or_alias_is_a_prefix_of_the_extension() -> None:
+    """The 2016 client matched names by prefix (``dlx`` was ``dl x``)."""
+    legacy = [w for cls in ALL_2016 for w in (cls.name, cls.alias)]
+    for word in (SendInstallProgress.name, SendInstallProgress.alias):
+        assert [w for w in legacy if word.startswith(w)] == []
+
+
+def test_install_progress_golden_text() -> None:
+    assert format_command(SendInstallProgress("u1", 40, "writing slot b")) == (
+        "SendInstallProgress u1 40 writing slot b"
+    )
+    assert format_command(SendInstallProgress("u1", 100), alias=True) == "progress u1 100"
+    for bad in (SendInstallProgress("u1", 101), SendInstallProgress("u1", 5, "a;b")):
+        with pytest.raises(ProtocolError):
+            format_command(bad)
 
 
 def test_invalid_utf8_gets_the_2016_io_error() -> None:
@@ -259,6 +338,7 @@ commands = st.one_of(
         st.sampled_from(ResultCode),
         result_text,
     ),
+    st.builds(SendInstallProgress, token, st.integers(0, 100), result_text),
 )
 
 
