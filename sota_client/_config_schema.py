@@ -180,6 +180,15 @@ class DeviceConfig:
             "change how long an update handed to an SWLM may wait for its report (0: for ever)",
         ),
     )
+    #: Addition: ``DownloadComplete`` carries the image's sha256 and size and the package Core
+    #: named, after the three 0.1 fields; False: the 0.1 fields only, for SWLMs that refuse
+    #: fields they do not know.
+    event_metadata: bool = field(
+        default=True,
+        metadata=_key(
+            BOOL, "BOOL", "toggle the sha256, size and package in DownloadComplete events"
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,7 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         shutdown=tg.cancel_scope.cancel,
         max_concurrent_downloads=config.device.max_concurrent_downloads,
         max_download_size=config.device.max_download_size,
+        event_metadata=config.device.event_metadata,
     )
     interpreter = Interpreter(services, tg)
     tg.start_soon(_stop_on_signals, tg)
@@ -159,7 +160,9 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
 
     if config.gateway.socket:
         raise_open_file_limit()  # every peer of the commands socket holds a descriptor
-        outbox = EventOutbox(network.socket_events_path, journal)
+        outbox = EventOutbox(
+            network.socket_events_path, journal, event_metadata=config.device.event_metadata
+        )
         services.subscribers.append(outbox.publish)
         server = CommandServer(
             network.socket_commands_path,
@@ -178,7 +181,11 @@ async def _serve(config: Config, journal: Journal, backend: CoreBackend, tg: Tas
         from .gateways._dbus import DBusGateway  # jeepney and XML: only when D-Bus is on
 
         dbus = DBusGateway(
-            config.dbus, journal, execute=interpreter.execute, submit=interpreter.submit
+            config.dbus,
+            journal,
+            execute=interpreter.execute,
+            submit=interpreter.submit,
+            event_metadata=config.device.event_metadata,
         )
         services.subscribers.append(dbus.publish)
         await tg.start(dbus.serve)

@@ -8,7 +8,13 @@ percent-encoded form keeps every URL well within limits.
 
 from __future__ import annotations
 
-from swlm_sdk.protocol import Command, SendUpdateReport, StartDownload, StartInstall
+from swlm_sdk.protocol import (
+    Command,
+    SendInstallProgress,
+    SendUpdateReport,
+    StartDownload,
+    StartInstall,
+)
 
 from ._errors import InvalidIdError
 
@@ -77,4 +83,6 @@ def command_update_id(command: Command) -> str | None:
             return update_id
         case SendUpdateReport(report=report):
             return report.update_id
+        case SendInstallProgress(update_id=update_id):
+            return update_id
     return None

@@ -50,6 +50,7 @@ from swlm_sdk.protocol import (
     ResultCode,
     SendInstalledPackages,
     SendInstalledSoftware,
+    SendInstallProgress,
     SendSystemInfo,
     SendUpdateReport,
     Shutdown,
@@ -73,7 +74,9 @@ from ._download import (
     remove_partial,
 )
 from ._errors import AuthError, DownloadError, SotaError, one_line
+from ._handover import download_complete
 from ._ids import check_update_id, command_update_id, id_problem, shown_id
+from ._install_progress import take_install_progress
 from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
 from ._reports import ReportSender, encode_report
 from ._store import DownloadState, Journal, UpdateState
@@ -180,6 +183,9 @@ class Services:
     #: Told of every step of every download ``(update_id, received, total)``: the local API's
     #: ``DownloadProgress`` (it throttles); never the 0.1 Unix socket.
     progress: Callable[[str, int, int | None], None] | None = None
+    #: ``device.event_metadata``: ``DownloadComplete`` carries the image's SHA-256 and size and
+    #: the package Core named, where known; False: the three 0.1 fields only.
+    event_metadata: bool = True
 
 
 class Interpreter:
@@ -330,6 +336,8 @@ class Interpreter:
         update_id = command_update_id(command)
         if update_id is not None:
             check_update_id(update_id)  # it becomes a file name and a URL path segment
+        if isinstance(command, SendInstallProgress):  # local: neither Core nor a token
+            return take_install_progress(self._s.journal, command)
         if backend.auth_configured and not backend.authenticated:
             await self._authentication_settled()
             # A report goes on regardless: the backend fetches a token first, and a report it
@@ -551,7 +559,7 @@ class Interpreter:
                     update_id, str(exc), report=encode_report(report), event=self._outbox(failed)
                 )
                 return failed
-            complete = DownloadComplete(update_id, result.path, "")
+            complete = self._complete(update_id, result.path, result.size, result.sha256)
             journal.finish_download(
                 update_id, result.size, result.sha256, event=self._outbox(complete)
             )
@@ -575,12 +583,25 @@ class Interpreter:
                 image,
             )
             return None
-        complete = DownloadComplete(update_id, image, "")
+        complete = self._complete(update_id, image, record.size, record.sha256)
         self._s.journal.finish_download(
             update_id, record.size, record.sha256, event=self._outbox(complete)
         )
         logger.info("Update %s is already downloaded; handing it over again", update_id)
         return complete
+
+    def _complete(self, update_id: str, image: str, size: int, sha256: str) -> DownloadComplete:
+        """The ``DownloadComplete`` of a complete image, with the package Core named for it
+        (the journal has it from Core's list, see :meth:`_name_package`)."""
+        record = self._s.journal.update(update_id)
+        return download_complete(
+            update_id,
+            image,
+            size=size,
+            sha256=sha256,
+            package=None if record is None else record.package,
+            metadata=self._s.event_metadata,
+        )
 
     async def _install(self, update_id: str) -> Event:
         manager = self._s.package_manager

@@ -39,6 +39,14 @@ class DownloadView(msgspec.Struct, frozen=True):
     percent: int | None
 
 
+class InstallView(msgspec.Struct, frozen=True):
+    """What the SWLM last said of the install (``SendInstallProgress``, at 10 % steps)."""
+
+    percent: int
+    text: str
+    at: str
+
+
 class ReportView(msgspec.Struct, frozen=True, omit_defaults=True):
     """A report Core has not accepted."""
 
@@ -78,6 +86,7 @@ class UpdateView(msgspec.Struct, frozen=True, omit_defaults=True):
     #: One line in words: "delivered to the SWLM at /run/sota/events.socket; its report is awaited".
     summary: str
     download: DownloadView | None = None
+    install: InstallView | None = None
     error: str | None = None
     #: The report Core accepted (``reported``).
     reported: UpdateReport | None = None
@@ -167,6 +176,9 @@ def _update_view(record: UpdateRecord, download: DownloadRecord | None, now: flo
         except msgspec.DecodeError:
             reported = None
     package = None if record.package is None else PackageView(*record.package)
+    install = None
+    if record.install is not None:
+        install = InstallView(record.install.percent, record.install.text, _iso(record.install.at))
     since = _iso(record.since)
     return UpdateView(
         update_id=record.update_id,
@@ -175,8 +187,9 @@ def _update_view(record: UpdateRecord, download: DownloadRecord | None, now: flo
         since=since,
         age=round(max(0.0, now - record.since), 3),
         holder=record.holder,
-        summary=_summary(record, progress, reported, since, now),
+        summary=_summary(record, progress, reported, since, now) + _installing(install),
         download=progress,
+        install=install,
         error=record.error,
         reported=reported,
     )
@@ -223,6 +236,13 @@ def _summary(
         case UpdateState.SET_ASIDE:
             return f"set aside at {since}; nothing drives it forward (see why)"
     return f"{record.state.value} since {since}"  # pragma: no cover - every state is above
+
+
+def _installing(install: InstallView | None) -> str:
+    if install is None:
+        return ""
+    said = f" ({install.text})" if install.text else ""
+    return f"; installing: {install.percent}%{said} at {install.at}"
 
 
 def _result(report: UpdateReport) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "Admission",
     "DownloadRecord",
     "DownloadState",
+    "InstallProgressRecord",
     "Journal",
     "JournalError",
     "OutboxEvent",
@@ -95,6 +96,14 @@ DEFAULT_HOLDERS = {
 }
 
 
+class InstallProgressRecord(msgspec.Struct, frozen=True):
+    """``SendInstallProgress``'s percentage and text, and when it came (wall-clock seconds)."""
+
+    percent: int
+    text: str
+    at: float
+
+
 class UpdateRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What the journal knows about one update."""
 
@@ -110,6 +119,9 @@ class UpdateRecord(msgspec.Struct, frozen=True, kw_only=True):
     holder: str = ""
     #: ``(name, version)`` of its package, once Core's update list has named it.
     package: tuple[str, str] | None = None
+    #: What the SWLM last said of its install in this state, at 10 % steps (see
+    #: :meth:`Journal.install_progress`), or None.
+    install: InstallProgressRecord | None = None
 
 
 class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -288,8 +300,28 @@ def _channels_v4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'socket'")
 
 
+#: An install's progress is of its state, but a quick SWLM may send it before the daemon has
+#: recorded the delivery of its event: that progress stays when the delivery is recorded.
+_KEEPS_PROGRESS = "updates.state = 'downloaded' AND excluded.state = 'delivered'"
+#: The states in which an SWLM's install progress is taken (see ``_KEEPS_PROGRESS``).
+_PROGRESS_STATES = "('downloaded', 'delivered', 'installing')"
+
+
+def _install_progress_v5(db: sqlite3.Connection) -> None:
+    """How far an SWLM said its install got (``SendInstallProgress``), for the status."""
+    db.execute("ALTER TABLE updates ADD COLUMN install_percent INTEGER")
+    db.execute("ALTER TABLE updates ADD COLUMN install_text TEXT")
+    db.execute("ALTER TABLE updates ADD COLUMN install_at REAL")
+
+
 #: ``MIGRATIONS[n]`` takes a database from schema ``n`` to ``n + 1``; append, never edit.
-MIGRATIONS: tuple[Migration, ...] = (_create_v1, _lifecycle_v2, _holders_v3, _channels_v4)
+MIGRATIONS: tuple[Migration, ...] = (
+    _create_v1,
+    _lifecycle_v2,
+    _holders_v3,
+    _channels_v4,
+    _install_progress_v5,
+)
 #: The schema this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -297,7 +329,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 KEEP_FINISHED = 1000
 
 _ORDER_UPDATES = "ORDER BY since, update_id"
-_UPDATE_COLUMNS = "update_id, state, since, report, error, holder, package_name, package_version"
+_UPDATE_COLUMNS = (
+    "update_id, state, since, report, error, holder, package_name, package_version,"
+    " install_percent, install_text, install_at"
+)
 _DOWNLOAD_COLUMNS = (
     "update_id, state, path, size, sha256, error, started_at, updated_at, received, total"
 )
@@ -526,6 +561,18 @@ class Journal:
             " WHERE update_id = ? AND state = 'downloading'",
             (received, total, _id(update_id)),
         )
+
+    def install_progress(self, update_id: str, percent: int, text: str) -> bool:
+        """What the SWLM says of the install of ``update_id``, kept until its state changes
+        (but for the delivery of its event); False (nothing written) unless the update is
+        ``downloaded`` (its delivery not recorded yet), ``delivered`` or ``installing``."""
+        with self._transaction("install_progress") as db:
+            cursor = db.execute(
+                "UPDATE updates SET install_percent = ?, install_text = ?, install_at = ?"
+                f" WHERE update_id = ? AND state IN {_PROGRESS_STATES}",
+                (percent, text, self._clock(), _id(update_id)),
+            )
+            return cursor.rowcount == 1
 
     def download_checkpoint(self, update_id: str, size: int, sha256: str) -> None:
         """The first ``size`` bytes of the partial file have this SHA-256: a resume point."""
@@ -936,11 +983,14 @@ class Journal:
         """Move ``update_id`` to ``state`` inside the caller's transaction; ``holder`` says who
         holds it now (default: :data:`DEFAULT_HOLDERS`)."""
         db.execute(
-            """INSERT INTO updates (update_id, state, since, report, error, holder)
+            f"""INSERT INTO updates (update_id, state, since, report, error, holder)
                VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (update_id) DO UPDATE SET
                  state = excluded.state, since = excluded.since, report = excluded.report,
-                 error = excluded.error, holder = excluded.holder""",
+                 error = excluded.error, holder = excluded.holder,
+                 install_percent = CASE WHEN {_KEEPS_PROGRESS} THEN install_percent END,
+                 install_text = CASE WHEN {_KEEPS_PROGRESS} THEN install_text END,
+                 install_at = CASE WHEN {_KEEPS_PROGRESS} THEN install_at END""",
             (
                 _id(update_id),
                 state.value,
@@ -1016,6 +1066,7 @@ def _update_record(row: Sequence[Any]) -> UpdateRecord:
         error=row[4],
         holder=row[5] or DEFAULT_HOLDERS[state],
         package=None if row[6] is None else (row[6], row[7] or ""),
+        install=None if row[8] is None else InstallProgressRecord(row[8], row[9] or "", row[10]),
     )
 
 

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._paths import SocketPaths as SocketPaths
     from ._paths import read_socket_paths as read_socket_paths
     from ._paths import resolve_socket_paths as resolve_socket_paths
+    from ._progress import report_progress as report_progress
 
 __version__ = "0.1.0"
 
@@ -74,6 +75,7 @@ _LAZY = {
     "SocketPaths": "_paths",
     "read_socket_paths": "_paths",
     "resolve_socket_paths": "_paths",
+    "report_progress": "_progress",
 }
 
 __all__ = [
@@ -108,6 +110,7 @@ __all__ = [
     "__version__",
     "clean_result_text",
     "read_socket_paths",
+    "report_progress",
     "resolve_socket_paths",
     "send_command",
     "send_installed_packages",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -11,8 +12,16 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._calls import call_user
-from ._client import DEFAULT_TIMEOUT, Client, Retry
-from ._errors import InstallError, ProtocolError, SwlmError
+from ._client import DEFAULT_TIMEOUT, PROGRESS_REJECTED, Client, Retry
+from ._errors import (
+    CommandFailed,
+    CommandRejected,
+    InstallError,
+    ProtocolError,
+    SwlmError,
+    TransportError,
+)
+from ._image import image_problem
 from ._journal import REPORTABLE_ID, Journal
 from ._killpoints import kill_point
 from ._listener import (
@@ -24,6 +33,7 @@ from ._listener import (
     kinds_match,
 )
 from ._paths import StrPath, resolve_socket_paths
+from ._progress import DEFAULT_PROGRESS_INTERVAL, ProgressReporter
 from .protocol import (
     DownloadComplete,
     Event,
@@ -149,6 +159,7 @@ class App:
         event_max_size: int = DEFAULT_MAX_EVENT,
         event_read_timeout: float = DEFAULT_EVENT_TIMEOUT,
         journal_keep: int = 1000,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -166,6 +177,10 @@ class App:
         self.event_max_size = event_max_size
         self.event_read_timeout = event_read_timeout
         self.journal = Journal(state_dir, keep=journal_keep)
+        self.progress_interval = progress_interval
+        #: False once the daemon answered SendInstallProgress as a 2016 client does.
+        self.progress_taken = True
+        self._progress_warned: set[str] = set()  # installs whose progress failed, warned of
         self._install: InstallHandler | None = None
         self._provider: PackagesProvider | None = None
         self._observers: list[tuple[tuple[frozenset[str] | None, bool], Callable[[Any], object]]]
@@ -191,6 +206,11 @@ class App:
         exception is reported as ``INTERNAL_ERROR`` with its text, and the SWLM goes on. A
         sync handler runs in a worker thread and is never interrupted (shutdown waits for
         it); an async one is cancelled if it outlasts ``shutdown_grace`` at shutdown.
+
+        When the event announces the image's ``size`` or ``sha256`` (a daemon with
+        ``device.event_metadata``), the image is checked against them first; one that differs,
+        is missing or cannot be read is reported ``VALIDATION_FAILED`` and the handler is not
+        called.
         """
         if self._install is not None:
             raise ValueError("an install handler is already registered")
@@ -423,6 +443,19 @@ class App:
             return
         self._active.add(update_id)
         try:
+            # Before the journal says "installing": a crash or a stop during the check leaves
+            # no trace, and the daemon's next delivery checks again (nothing was installed).
+            problem = await self._check_image(event)
+            if problem is not None:
+                log.error(
+                    "update %s: %s; reporting VALIDATION_FAILED without installing",
+                    update_id,
+                    problem,
+                )
+                with anyio.CancelScope(shield=True):
+                    await self.journal.record(update_id, ResultCode.VALIDATION_FAILED, problem)
+                self._kick()
+                return
             await self.journal.mark_installing(update_id)
             log.info("installing update %s from %s", update_id, event.update_image)
             code, text = await self._run_install(event)
@@ -434,13 +467,37 @@ class App:
         finally:
             self._active.discard(update_id)
 
+    async def _check_image(self, event: DownloadComplete) -> str | None:
+        """Why the image is not the one the event announced (its ``size`` and ``sha256``, when
+        the daemon sent them), or None. Hashed in a worker thread, which a stop abandons: it
+        only reads."""
+        if event.sha256 is None and event.size is None:
+            return None
+        try:
+            problem = await anyio.to_thread.run_sync(image_problem, event, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            log.info(
+                "check of update %s abandoned at shutdown; it is checked again if the daemon "
+                "delivers it again",
+                event.update_id,
+            )
+            raise
+        if problem is None:
+            kill_point("swlm.image.checked")
+        return problem
+
     async def _run_install(self, event: DownloadComplete) -> tuple[ResultCode, str]:
         handler = self._install
         assert handler is not None
         kill_point("swlm.install.start")
+        progress = ProgressReporter(
+            functools.partial(self._send_progress, event.update_id), interval=self.progress_interval
+        )
         try:
-            # A sync install cannot be interrupted half-way (think dpkg): let it finish.
-            return _outcome(await call_user(handler, event, shield_thread=True))
+            async with progress.sending():  # report_progress() in the handler
+                # A sync install cannot be interrupted half-way (think dpkg): let it finish.
+                value = await call_user(handler, event, shield_thread=True)
+            return _outcome(value)
         except InstallError as exc:
             return exc.code, exc.text
         except anyio.get_cancelled_exc_class():
@@ -455,6 +512,29 @@ class App:
         except Exception as exc:
             log.exception("install handler failed for update %s", event.update_id)
             return ResultCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:_MAX_TEXT]
+        finally:
+            self._progress_warned.discard(event.update_id)
+
+    async def _send_progress(self, update_id: str, percent: int, text: str) -> None:
+        """One progress to the daemon; a failure costs the install nothing. A 2016 daemon has
+        no such command: after its answer no more progress is sent."""
+        if not self.progress_taken:
+            return
+        try:
+            await self.client.send_install_progress(update_id, percent, text)
+        except CommandRejected as exc:
+            if exc.reply.startswith(PROGRESS_REJECTED):
+                self.progress_taken = False
+                log.info("the daemon does not take install progress (a 2016 client?); not sent")
+            else:
+                self._progress_failed(update_id, exc.reply)
+        except (CommandFailed, ProtocolError, TransportError) as exc:
+            self._progress_failed(update_id, str(exc))
+
+    def _progress_failed(self, update_id: str, why: str) -> None:
+        if update_id not in self._progress_warned:  # once an install
+            self._progress_warned.add(update_id)
+            log.warning("progress of update %s not taken (the install goes on): %s", update_id, why)
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -207,9 +207,19 @@ def _event_line(event: Event, as_json: bool) -> str:
     if isinstance(event, UnknownEvent):
         return f"{event.event} data={shlex.quote(msgspec.json.encode(event.data).decode())}"
     fields = " ".join(
-        f"{name}={shlex.quote(str(getattr(event, name)))}" for name in event.__struct_fields__
+        f"{field.name}={shlex.quote(_value_text(value))}"
+        for field in msgspec.structs.fields(event)
+        # An optional field the daemon did not send (DownloadComplete's metadata, say).
+        if (value := getattr(event, field.name)) is not None or field.default is not None
     )
     return f"{event_name(event)} {fields}".rstrip()
+
+
+def _value_text(value: object) -> str:
+    """A field as ``listen`` prints it: a package as ``name version``, as ``sendpack`` has it."""
+    if isinstance(value, Package):
+        return f"{value.name} {value.version}"
+    return str(value)
 
 
 async def _listen(args: argparse.Namespace) -> int:

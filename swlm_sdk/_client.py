@@ -19,9 +19,11 @@ from .protocol import (
     ErrorEvent,
     Event,
     InstalledPackagesSent,
+    InstallProgress,
     Package,
     ResultCode,
     SendInstalledPackages,
+    SendInstallProgress,
     SendUpdateReport,
     UpdateReport,
     UpdateReportSent,
@@ -32,6 +34,7 @@ from .protocol import (
 __all__ = [
     "DEFAULT_MAX_REPLY",
     "DEFAULT_TIMEOUT",
+    "PROGRESS_REJECTED",
     "Client",
     "Retry",
     "clean_result_text",
@@ -53,6 +56,8 @@ MAX_RESULT_TEXT = 4096
 """Result texts are cut to this many characters before sending."""
 
 _TEXT_REJECTED = "Unknown Command: unexpected SendUpdateReport args: ["
+#: How a 2016 daemon answers ``SendInstallProgress``: it has no such command.
+PROGRESS_REJECTED = "Unknown Command: bad command: "
 _NOT_IN_TEXT = re.compile(r"[\r\n;]")
 _HINT = "is the SOTA client running with socket = true in [gateway]?"
 
@@ -220,6 +225,32 @@ class Client:
         if not isinstance(reply, UpdateReportSent):
             raise CommandFailed(
                 f"report for {update_id} not accepted: the daemon answered {_describe(reply)}",
+                reply,
+            )
+        return reply
+
+    async def send_install_progress(
+        self, update_id: str, percent: int, text: str | None = None
+    ) -> InstallProgress:
+        """Say how far an install has got: ``SendInstallProgress <update_id> <percent> [text]``
+        (an extension). ``text`` is cleaned as a result text is.
+
+        A 2016 daemon has no such command: it answers ``Unknown Command: bad command: ...``,
+        raised as :class:`CommandRejected` (its ``reply`` starts with
+        :data:`PROGRESS_REJECTED`); :class:`~swlm_sdk.App` then stops sending progress.
+
+        :raises ProtocolError: ``percent`` is not from 0 to 100, or the update id cannot be
+            sent as text.
+        :raises CommandFailed: the daemon refused it (``Error``: it does not know the update,
+            or does not wait for its install).
+        :raises CommandRejected: the daemon rejected the command text.
+        :raises TransportError: see :meth:`send_raw`.
+        """
+        command = SendInstallProgress(update_id, percent, clean_result_text(text))
+        reply = await self.send_command(command)
+        if not isinstance(reply, InstallProgress):
+            raise CommandFailed(
+                f"progress of {update_id} not taken: the daemon answered {_describe(reply)}",
                 reply,
             )
         return reply

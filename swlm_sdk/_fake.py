@@ -28,12 +28,14 @@ from .protocol import (
     GetUpdateRequests,
     InstalledPackagesSent,
     InstallFailed,
+    InstallProgress,
     ListInstalledPackages,
     ListSystemInfo,
     NoUpdateRequests,
     Package,
     ResultCode,
     SendInstalledPackages,
+    SendInstallProgress,
     SendSystemInfo,
     SendUpdateReport,
     Shutdown,
@@ -85,6 +87,8 @@ def _default_reply(command: Command) -> ReplyValue:
             )
         case Shutdown():
             return b""  # the 2016 daemon exits before it answers
+        case SendInstallProgress(update_id=update_id, percent=percent, text=text):
+            return InstallProgress(update_id, percent, text)  # this daemon's answer
         case _:
             return AlreadyAuthenticated()
 

@@ -8,6 +8,9 @@ without them :func:`kill_point` is a single comparison.
 
 The SDK's points (``swlm_sdk.App``), in the order a normal install passes them:
 
+``swlm.image.checked``
+    the image matched the size and SHA-256 its ``DownloadComplete`` announced; nothing is
+    recorded yet (only for an event that announced them).
 ``swlm.journal.installing``
     the journal says the install starts (on disk).
 ``swlm.install.start``

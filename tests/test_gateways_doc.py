@@ -22,12 +22,14 @@ from swlm_sdk.protocol import (
     Event,
     GetUpdateRequests,
     NoUpdateRequests,
+    Package,
     StartDownload,
 )
 
 pytestmark = pytest.mark.anyio
 
 DOC = Path(__file__).parents[1] / "docs" / "gateways.md"
+SHA256 = "8f990ba0b577b51cf009ea049368c16bbda1b21e1b93be07a824758bb253c39b"
 
 
 def exchanges(kind: str) -> list[tuple[str, ...]]:
@@ -56,6 +58,10 @@ async def execute(command: Command) -> Event | None:
         return NoUpdateRequests()
     if isinstance(command, StartDownload):
         path = f"/var/lib/sota/packages/{command.update_id}"
+        if command.update_id == "u2":  # the update metadata of a listed update
+            return DownloadComplete(
+                "u2", path, "", sha256=SHA256, size=1048576, package=Package("fw", "1.4.2")
+            )
         return DownloadComplete(command.update_id, path, "")
     return ErrorEvent("not in the doc")
 

@@ -108,6 +108,58 @@ MUTANTS = [
     ),
     # -- the interpreter -----------------------------------------------------------------------
     Mutant(
+        "install progress needs neither Core nor a token",
+        "sota_client/_interpreter.py",
+        """        if isinstance(command, SendInstallProgress):  # local: neither Core nor a token
+            return take_install_progress(self._s.journal, command)
+""",
+        "",
+        ("tests/sota_client/test_install_progress.py",),
+    ),
+    Mutant(
+        "install progress is taken only while the update is being installed",
+        "sota_client/_install_progress.py",
+        "    if record.state not in _INSTALLING:",
+        "    if False:",
+        ("tests/sota_client/test_install_progress.py",),
+    ),
+    Mutant(
+        "install progress is journaled at 10 % steps",
+        "sota_client/_install_progress.py",
+        "    if _due(record.install, progress.percent) and journal.install_progress(",
+        "    if journal.install_progress(",
+        ("tests/sota_client/test_install_progress.py",),
+    ),
+    Mutant(
+        "install progress that comes before the delivery is recorded is kept",
+        "sota_client/_store.py",
+        "_KEEPS_PROGRESS = \"updates.state = 'downloaded' AND excluded.state = 'delivered'\"",
+        '_KEEPS_PROGRESS = "0"',
+        ("tests/sota_client/test_install_progress.py",),
+    ),
+    Mutant(
+        "after a 2016 daemon's bad command, the App sends no more progress",
+        "swlm_sdk/_app.py",
+        "                self.progress_taken = False",
+        "                pass",
+        ("tests/swlm_sdk/test_progress.py",),
+    ),
+    Mutant(
+        "a failing progress is one warning an install",
+        "swlm_sdk/_app.py",
+        "        if update_id not in self._progress_warned:  # once an install",
+        "        if True:",
+        ("tests/swlm_sdk/test_progress.py",),
+    ),
+    Mutant(
+        "progress is throttled: the newest wins between two sends",
+        "swlm_sdk/_progress.py",
+        """            with anyio.move_on_after(self._interval):
+                await self._ended.wait()""",
+        "            pass",
+        ("tests/swlm_sdk/test_progress.py",),
+    ),
+    Mutant(
         "the per-update lock: a download and an install never overlap",
         "sota_client/_interpreter.py",
         "            async with self._holding(update_id), self._install_lock:",
@@ -211,6 +263,44 @@ MUTANTS = [
         "                    if self._strikes.strike(item.id, repr(exc)):",
         "                    if False:",
         ("tests/sota_client/test_events_gateway.py",),
+    ),
+    # -- update metadata in DownloadComplete --------------------------------------------------
+    Mutant(
+        "device.event_metadata = false sends DownloadComplete with the 0.1 fields only",
+        "sota_client/_handover.py",
+        """    if not metadata:
+        return DownloadComplete(update_id, image, "")
+    return DownloadComplete(""",
+        """    return DownloadComplete(""",
+        ("tests/sota_client/test_event_metadata.py",),
+    ),
+    Mutant(
+        "with event_metadata off, an envelope kept with the fields goes out without them",
+        "sota_client/_handover.py",
+        "    if isinstance(event, DownloadComplete) and event.has_metadata:",
+        "    if False:",
+        ("tests/sota_client/test_event_metadata.py", "tests/sota_client/test_events_gateway.py"),
+    ),
+    Mutant(
+        "an update handed over again carries the size and SHA-256 the journal recorded",
+        "sota_client/_handover.py",
+        "        size, sha256 = download.size, download.sha256",
+        "        pass",
+        ("tests/sota_client/test_events_gateway.py", "tests/sota_client/test_event_metadata.py"),
+    ),
+    Mutant(
+        "the App checks the image's SHA-256 before the install handler",
+        "swlm_sdk/_image.py",
+        "    if found != event.sha256.lower():",
+        "    if False:",
+        ("tests/swlm_sdk/test_app_image_check.py",),
+    ),
+    Mutant(
+        "the App checks the image's size before its SHA-256",
+        "swlm_sdk/_image.py",
+        "        if event.size is not None and info.st_size != event.size:",
+        "        if False:",
+        ("tests/swlm_sdk/test_app_image_check.py",),
     ),
     # -- loops and polling ---------------------------------------------------------------------
     Mutant(

@@ -44,6 +44,7 @@ from swlm_sdk.protocol import (
 
 from .._config_schema import DBusConfig
 from .._errors import SotaError, one_line
+from .._handover import kept_download_complete
 from .._ids import id_problem, shown_id
 from .._reports import encode_report
 from .._store import FINAL_STATES, Journal, OutboxEvent, UpdateRecord
@@ -98,14 +99,19 @@ class DBusGateway:
         max_watch_interval: float = 30.0,
         backoff: Backoff = _BACKOFF,
         clock: Callable[[], float] = time.time,
+        event_metadata: bool = True,
     ) -> None:
         """:param address: the bus address; by default the one ``dbus.bus`` names.
         :param watch_interval: while the SWLM holds an update, the journal is looked at after
             this many seconds, then twice as long each time, up to ``max_watch_interval``, for
             a report that came another way (the commands socket, ``device.report_timeout``).
             Otherwise the deliverer sleeps until there is work: an event for the SWLM, the
-            SWLM on the bus, a report, or a retry that falls due."""
+            SWLM on the bus, a report, or a retry that falls due.
+        :param event_metadata: ``device.event_metadata``, for the envelope of an update handed
+            over again. ``downloadComplete(ss)`` never carries the metadata, but the envelope
+            kept for it goes to the events socket if the D-Bus gateway is turned off."""
         self._config = config
+        self._metadata = event_metadata
         self._journal = journal
         self._execute = execute
         self._submit = submit
@@ -386,7 +392,10 @@ class DBusGateway:
             held.update_id,
             why,
         )
-        payload = encode_envelope(DownloadComplete(held.update_id, record.path, ""))
+        event = kept_download_complete(
+            self._journal, held.update_id, record.path, metadata=self._metadata
+        )
+        payload = encode_envelope(event)
         self._journal.hand_over_again(held.update_id, DownloadComplete.name, payload, CHANNEL)
 
     async def _deliver(self, connection: DBusConnection, item: OutboxEvent) -> float | None:

@@ -23,6 +23,8 @@ from swlm_sdk import Backoff
 from swlm_sdk._killpoints import kill_point
 from swlm_sdk.protocol import DownloadComplete, DownloadFailed, ErrorEvent, Event, encode_envelope
 
+from .._handover import as_configured, kept_download_complete
+from .._store import DownloadRecord, UpdateRecord
 from .._supervisor import Strikes
 from ._unix import file_identity
 from ._watch import FileWatch, Identity
@@ -55,6 +57,8 @@ class _Journal(Protocol):
     def hand_over_again(self, update_id: str, name: str, payload: bytes) -> None: ...
     def setting(self, key: str) -> str | None: ...
     def set_setting(self, key: str, value: str) -> None: ...
+    def update(self, update_id: str) -> UpdateRecord | None: ...
+    def download(self, update_id: str) -> DownloadRecord | None: ...
 
 
 _LISTENER_KEY = "events_socket_listener"
@@ -94,10 +98,13 @@ class EventOutbox:
         watch_interval: float = 1.0,
         max_watch_interval: float = 30.0,
         inotify: bool = True,
+        event_metadata: bool = True,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         """:param inotify: False to watch the socket file with the timed looks only.
+        :param event_metadata: ``device.event_metadata``: False delivers every
+            ``DownloadComplete`` with the three 0.1 fields only, also one kept before.
         :param sleep: every timed wait (tests record them)."""
         self.path = path
         self._journal = journal
@@ -106,6 +113,7 @@ class EventOutbox:
         self._watch_interval = watch_interval
         self._max_watch_interval = max_watch_interval
         self._inotify = inotify
+        self._metadata = event_metadata
         self._clock = clock
         self._sleep = sleep
         self._wake = anyio.Event()
@@ -167,7 +175,8 @@ class EventOutbox:
                 len(again),
             )
         for update_id, image in again:
-            entry = self.entry_for(DownloadComplete(update_id, image, ""))
+            event = kept_download_complete(self._journal, update_id, image, metadata=self._metadata)
+            entry = self.entry_for(event)
             assert entry is not None
             self._journal.hand_over_again(update_id, *entry)
 
@@ -188,7 +197,7 @@ class EventOutbox:
         for item in self._journal.due_events(math.inf, _BATCH, _CHANNEL):
             identity = file_identity(self.path)
             try:
-                await self._deliver(item.payload)
+                await self._deliver(as_configured(item.payload, metadata=self._metadata))
             except Exception as exc:
                 if not isinstance(exc, OSError | TimeoutError | anyio.BrokenResourceError):
                     # Not a listener that is away: a bug. Three times alike: set it aside.

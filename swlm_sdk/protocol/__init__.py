@@ -40,6 +40,7 @@ from ._events import InstalledSoftwareNeeded as InstalledSoftwareNeeded
 from ._events import InstalledSoftwareSent as InstalledSoftwareSent
 from ._events import InstallFailed as InstallFailed
 from ._events import InstallingUpdate as InstallingUpdate
+from ._events import InstallProgress as InstallProgress
 from ._events import NotAuthenticated as NotAuthenticated
 from ._events import NoUpdateRequests as NoUpdateRequests
 from ._events import SystemInfoSent as SystemInfoSent
@@ -83,6 +84,7 @@ __all__ = [
     "GetUpdateRequests",
     "InstallComplete",
     "InstallFailed",
+    "InstallProgress",
     "InstalledFirmware",
     "InstalledPackage",
     "InstalledPackagesSent",

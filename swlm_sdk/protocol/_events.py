@@ -29,6 +29,7 @@ __all__ = [
     "FoundSystemInfo",
     "InstallComplete",
     "InstallFailed",
+    "InstallProgress",
     "InstalledPackagesSent",
     "InstalledSoftwareNeeded",
     "InstalledSoftwareSent",
@@ -153,14 +154,52 @@ class DownloadProgress(Event, frozen=True):
     total: int | None
 
 
+class InstallProgress(Event, frozen=True):
+    """Addition: how far an SWLM's install got, as it said with ``SendInstallProgress``.
+
+    The daemon's reply to that command, and published to the local API's clients (websocket,
+    ``/events``); never sent on the 0.1 events socket.
+    """
+
+    name: ClassVar[str] = "InstallProgress"
+    shape: ClassVar[_Shape] = "tuple"
+    update_id: str
+    percent: int
+    text: str = ""
+
+
 class DownloadComplete(Event, frozen=True):
-    """An update image is on disk; the SWLM installs ``update_image`` and reports ``update_id``."""
+    """An update image is on disk; the SWLM installs ``update_image`` and reports ``update_id``.
+
+    ``update_id``, ``update_image`` and ``signature`` are the 0.1 fields. The others are an
+    addition, each None when the daemon did not send it (a 2016 daemon, or
+    ``device.event_metadata = false``), and then absent from the JSON, not null:
+
+    ``sha256``
+        the hex SHA-256 of the image, as the daemon computed it while downloading;
+    ``size``
+        the image's size in bytes;
+    ``package``
+        the package Core named for the update (its update list's ``packageId``).
+    """
 
     name: ClassVar[str] = "DownloadComplete"
     shape: ClassVar[_Shape] = "struct"
     update_id: str
     update_image: str
     signature: str = ""
+    sha256: str | None = None
+    size: int | None = None
+    package: Package | None = None
+
+    @property
+    def has_metadata(self) -> bool:
+        """Whether any field beyond the three of 0.1 is set."""
+        return self.sha256 is not None or self.size is not None or self.package is not None
+
+    def without_metadata(self) -> DownloadComplete:
+        """The event as 0.1 has it: the three 0.1 fields only."""
+        return DownloadComplete(self.update_id, self.update_image, self.signature)
 
 
 class DownloadFailed(Event, frozen=True):
@@ -255,6 +294,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         DownloadComplete,
         DownloadFailed,
         InstallingUpdate,
+        InstallProgress,
         InstallComplete,
         InstallFailed,
         UpdateReportSent,
@@ -269,8 +309,28 @@ _EVENT_TYPES: dict[str, type[Event]] = {
 _ENVELOPED: tuple[type[Event], ...] = (DownloadComplete, DownloadFailed)
 
 
+#: The fields of each event that 0.1 did not have: written only when set, after the 0.1 ones.
+_OPTIONAL: dict[type[Event], tuple[str, ...]] = {
+    DownloadComplete: ("sha256", "size", "package"),
+}
+
+
 def _field_values(event: Event) -> list[Any]:
     return [getattr(event, field) for field in event.__struct_fields__]
+
+
+def _struct_data(event: Event) -> Any:
+    """What a ``struct`` event's JSON object is made from: the event itself, or, for one with
+    fields 0.1 did not have, a dict of its fields in order without those that are None (so a
+    0.1 event is byte for byte what 0.1 wrote)."""
+    optional = _OPTIONAL.get(type(event))
+    if optional is None:
+        return event
+    return {
+        field: value
+        for field in event.__struct_fields__
+        if (value := getattr(event, field)) is not None or field not in optional
+    }
 
 
 def encode_event(event: Event) -> bytes:
@@ -281,7 +341,7 @@ def encode_event(event: Event) -> bytes:
         return encode({"variant": event.event, "fields": event.data})
     if event.shape == "unit":
         return encode(event.name)
-    fields = [event] if event.shape == "struct" else _field_values(event)
+    fields = [_struct_data(event)] if event.shape == "struct" else _field_values(event)
     return b'{"variant":' + encode(event.name) + b',"fields":' + encode(fields) + b"}"
 
 
@@ -354,7 +414,7 @@ def encode_envelope(event: DownloadComplete | DownloadFailed) -> bytes:
         + b'","event":'
         + encode(event.name)
         + b',"data":'
-        + encode(event)
+        + encode(_struct_data(event))
         + b"}"
     )
 

@@ -61,6 +61,8 @@ def test_a_kill_at_every_step_loses_nothing_and_reports_once(scenario: Scenario)
     assert "report.accepted" in names  # Core accepted; the daemon has not recorded it
     if scenario.swlm:
         assert {"events.delivered", "swlm.report.acknowledged", "swlm.install.done"} <= names
+        # The daemon's DownloadComplete has the image's SHA-256: the App checks it first.
+        assert "swlm.image.checked" in names
     elif not scenario.failing:
         assert {"journal.download_checkpoint", "install.done"} <= names
     results = run_points(

@@ -232,6 +232,14 @@ def test_page_treats_server_data_as_text_and_bounds_its_log(page: Page) -> None:
     expect(update.locator(".progress-text")).to_have_text("512 B received")
     ws.send(json.dumps({"variant": "DownloadProgress", "fields": [hostile, 3 * MiB, 4 * MiB]}))
     expect(update.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "75")
+    # The SWLM's own words on its install (SendInstallProgress), as text too.
+    ws.send(json.dumps({"variant": "InstallProgress", "fields": [hostile, 40, "<b>slot b</b>"]}))
+    expect(update.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+    expect(update.get_by_role("progressbar")).to_have_attribute(
+        "aria-label", "Install of <b>evil</b> 1.0"
+    )
+    expect(update.locator(".progress-text")).to_have_text("<b>slot b</b> · 40 %")
+    expect(update.locator(".badge")).to_have_text("Installing")
     report = {
         "update_id": hostile,
         "operation_results": [{"id": hostile, "result_code": 4, "result_text": "<i>x</i>"}],

@@ -10,7 +10,14 @@ import msgspec
 import pytest
 
 from sota_client.sim import CoreSimulator, StatusFault
-from swlm_sdk import DownloadComplete, DownloadFailed, EventListener, Package, ResultCode
+from swlm_sdk import (
+    DownloadComplete,
+    DownloadFailed,
+    EventListener,
+    Package,
+    ResultCode,
+    report_progress,
+)
 from swlm_sdk.app import App, Outcome
 
 from .harness import DEVICE, MakeDaemon
@@ -55,6 +62,7 @@ async def test_pending_update_reaches_the_swlm_and_its_report_reaches_core(
     def install(event: DownloadComplete) -> Outcome:
         seen.append(event)
         assert Path(event.update_image).read_bytes() == image
+        report_progress(50, "writing slot b")
         return outcome
 
     @app.installed_packages
@@ -80,6 +88,7 @@ async def test_pending_update_reaches_the_swlm_and_its_report_reaches_core(
     assert sim.installed(DEVICE) == [Package("fw", "1.0.0" if code == 0 else "0.9.0")]
     daemon.drain_notifications()
     assert f"STATUS=Downloading update {request_id}: 100%" in daemon.statuses
+    assert f"STATUS=Installing update {request_id}: 50%: writing slot b" in daemon.statuses
     assert daemon.stop() == 0
     assert not daemon.commands_socket.exists()
 

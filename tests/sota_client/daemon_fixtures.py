@@ -146,6 +146,7 @@ async def running_daemon(
     event_outbox: bool = False,
     max_concurrent_downloads: int = 1,
     max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
+    event_metadata: bool = True,
 ) -> AsyncIterator[Daemon]:
     """The interpreter with a journal in ``tmp_path``, Core at ``sim`` and the retry loop running.
 
@@ -153,6 +154,7 @@ async def running_daemon(
     :param backend_type: ``CoreBackend`` or a subclass that instruments it.
     :param event_outbox: write the SWLM's events to the journal's outbox, as the socket gateway
         has the interpreter do (nothing delivers them here).
+    :param event_metadata: ``device.event_metadata``.
     """
     packages_dir = tmp_path / "packages"
     packages_dir.mkdir(exist_ok=True)
@@ -178,6 +180,7 @@ async def running_daemon(
                 outbox_entry=EventOutbox.entry_for if event_outbox else None,
                 max_concurrent_downloads=max_concurrent_downloads,
                 max_download_size=max_download_size,
+                event_metadata=event_metadata,
             )
             interpreter = Interpreter(services, tg)
             daemon = Daemon(

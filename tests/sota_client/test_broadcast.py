@@ -19,6 +19,7 @@ from swlm_sdk.protocol import (
     DownloadingUpdate,
     DownloadProgress,
     Event,
+    Package,
     UnknownEvent,
     encode_event,
 )
@@ -53,6 +54,23 @@ async def test_every_subscriber_gets_every_event_as_its_json() -> None:
                 got = [await subscription.__anext__() for _ in events]
             assert got == [encode_event(event) for event in events]
             assert got[2] == b'{"variant":"DownloadProgress","fields":["u1",10,null]}'
+
+
+async def test_download_complete_goes_out_with_its_update_metadata() -> None:
+    """The websocket and /events carry the metadata as the sockets do: after the 0.1 fields."""
+    broadcaster = Broadcaster()
+    event = DownloadComplete(
+        "u1", "/p/u1", "", sha256="ab" * 32, size=3, package=Package("fw", "1.0")
+    )
+    async with broadcaster.subscribe() as subscription:
+        await broadcaster.publish(event)
+        with anyio.fail_after(5):
+            got = await subscription.__anext__()
+    assert got == (
+        b'{"variant":"DownloadComplete","fields":[{"update_id":"u1","update_image":"/p/u1",'
+        b'"signature":"","sha256":"' + b"ab" * 32 + b'","size":3,'
+        b'"package":{"name":"fw","version":"1.0"}}]}'
+    )
 
 
 async def test_a_subscriber_that_never_reads_delays_neither_publish_nor_the_others(

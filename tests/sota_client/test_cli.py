@@ -811,6 +811,7 @@ state_dir = "/var/lib/sota"
 max_download_size = 4294967296
 max_concurrent_downloads = 1
 report_timeout = 86400.0
+event_metadata = true
 
 [gateway]
 console = false

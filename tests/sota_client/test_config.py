@@ -98,6 +98,7 @@ SAMPLES: list[tuple[str, str, str, str, Any]] = [
     ("device", "max_download_size", "1048576", "1048576", 1048576),
     ("device", "max_concurrent_downloads", "4", "4", 4),
     ("device", "report_timeout", "0", "0", 0.0),
+    ("device", "event_metadata", "false", "false", False),
     ("gateway", "console", "true", "true", True),
     ("gateway", "dbus", "true", "true", True),
     ("gateway", "http", "true", "true", True),

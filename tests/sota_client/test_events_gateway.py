@@ -23,6 +23,7 @@ from swlm_sdk.protocol import (
     ErrorEvent,
     Event,
     InstallComplete,
+    Package,
     ResultCode,
     UpdateReport,
 )
@@ -89,9 +90,17 @@ async def ignore(event: Event) -> None:
     pass
 
 
-def outbox(path: Path, journal: Journal, *, timeout: float = 10.0) -> EventOutbox:
+def outbox(
+    path: Path, journal: Journal, *, timeout: float = 10.0, event_metadata: bool = True
+) -> EventOutbox:
     return EventOutbox(
-        str(path), journal, timeout=timeout, backoff=0.02, max_backoff=0.2, watch_interval=0.02
+        str(path),
+        journal,
+        timeout=timeout,
+        backoff=0.02,
+        max_backoff=0.2,
+        watch_interval=0.02,
+        event_metadata=event_metadata,
     )
 
 
@@ -273,18 +282,29 @@ async def test_an_event_that_keeps_hitting_a_bug_is_set_aside_and_the_rest_go_on
     assert journal.pending_events() == 0  # set aside: kept in the journal, not retried
 
 
-HANDED_OVER = (
+HANDED_OVER_0_1 = (
     b'{"version":"0.1","event":"DownloadComplete",'
     b'"data":{"update_id":"1","update_image":"/foo/bar","signature":""}}'
 )
+#: Update 1 as the daemon hands it over: its image is 3 bytes of SHA-256 "abab...", and Core's
+#: update list named its package.
+HANDED_OVER = HANDED_OVER_0_1[:-2] + (
+    b',"sha256":"' + b"ab" * 32 + b'","size":3,"package":{"name":"fw","version":"1.0"}}}'
+)
 
 
-async def deliver_once(sock_dir: Path, journal: Journal) -> EventsSocket:
+async def deliver_once(
+    sock_dir: Path, journal: Journal, *, event_metadata: bool = True
+) -> EventsSocket:
     """Update 1 is downloaded and its DownloadComplete delivered: it is DELIVERED."""
     swlm = EventsSocket(sock_dir / "ev.sock")
-    box = outbox(swlm.path, journal)
+    box = outbox(swlm.path, journal, event_metadata=event_metadata)
     journal.begin_download("1", "/foo/bar")
-    entry = box.entry_for(DownloadComplete("1", "/foo/bar", ""))
+    journal.name_package("1", "fw", "1.0")
+    complete = DownloadComplete(
+        "1", "/foo/bar", "", sha256="ab" * 32, size=3, package=Package("fw", "1.0")
+    )
+    entry = box.entry_for(complete)
     assert entry is not None
     journal.finish_download("1", 3, "ab" * 32, event=entry)
     async with anyio.create_task_group() as tg:
@@ -316,6 +336,42 @@ async def test_an_swlm_that_restarts_gets_again_what_it_has_not_reported(
         assert journal.update_state("1") is UpdateState.DELIVERED
 
 
+async def test_with_event_metadata_off_every_delivery_is_the_0_1_bytes(
+    sock_dir: Path, tmp_path: Path
+) -> None:
+    """The key turned off after an envelope with the fields was kept, then an SWLM restart:
+    the kept one and the one handed over again go out as 0.1 wrote them."""
+    path = tmp_path / "state" / "sota.db"
+    with Journal.open(path) as journal:
+        first = await deliver_once(sock_dir, journal, event_metadata=False)
+        (sock_dir / "ev.sock").unlink()
+    with Journal.open(path) as journal:
+        swlm = EventsSocket(sock_dir / "ev.sock")
+        box = outbox(swlm.path, journal, event_metadata=False)
+        async with anyio.create_task_group() as tg:
+            await tg.start(swlm.serve)
+            tg.start_soon(box.run, ignore)
+            await swlm.wait_for(1)
+            tg.cancel_scope.cancel()
+    assert first.payloads == swlm.payloads == [HANDED_OVER_0_1]
+
+
+async def test_an_envelope_kept_without_the_fields_is_delivered_as_kept(
+    sock_dir: Path, journal: Journal
+) -> None:
+    """A journal from before the addition: its envelope goes out byte for byte."""
+    swlm = EventsSocket(sock_dir / "ev.sock")
+    box = outbox(swlm.path, journal)
+    journal.begin_download("1", "/foo/bar")
+    journal.finish_download("1", 3, "ab" * 32, event=("DownloadComplete", HANDED_OVER_0_1))
+    async with anyio.create_task_group() as tg:
+        await tg.start(swlm.serve)
+        tg.start_soon(box.run, ignore)
+        await swlm.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert swlm.payloads == [HANDED_OVER_0_1]
+
+
 async def test_a_daemon_restart_alone_hands_nothing_over_again(
     sock_dir: Path, tmp_path: Path
 ) -> None:
@@ -338,4 +394,4 @@ async def test_a_daemon_restart_alone_hands_nothing_over_again(
                     tg.cancel_scope.cancel()
                 assert journal.update_state("1") is UpdateState.DELIVERED
         outer.cancel_scope.cancel()
-    assert swlm.payloads == [HANDED_OVER]
+    assert swlm.payloads == [HANDED_OVER_0_1]

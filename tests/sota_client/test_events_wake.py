@@ -163,7 +163,8 @@ async def test_an_swlm_that_restarts_while_the_daemon_runs_gets_its_update_again
     """Handed over and not reported: a new socket file means the SWLM may have lost it."""
     swlm = EventsSocket(sock_dir / "ev.sock")
     box = waits_forever(swlm.path, journal)
-    entry = box.entry_for(DownloadComplete("1", "/foo/bar", ""))
+    # As the daemon makes it: the image's size and hash, as the journal records them.
+    entry = box.entry_for(DownloadComplete("1", "/foo/bar", "", sha256="ab" * 32, size=3))
     assert entry is not None
     journal.begin_download("1", "/foo/bar")
     journal.finish_download("1", 3, "ab" * 32, event=entry)

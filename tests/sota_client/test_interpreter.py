@@ -6,6 +6,7 @@ follow-up table, and the 2016 bugs 25, 26, 29, 30 and 32 fixed).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,8 @@ from .daemon_fixtures import DEVICE, Sleeps, package_file, route_count, running_
 pytestmark = pytest.mark.anyio
 
 IMAGE = b"an update image\n" * 64
+#: What the daemon tells of IMAGE in DownloadComplete (device.event_metadata, on by default).
+IMAGE_METADATA: dict[str, Any] = {"sha256": hashlib.sha256(IMAGE).hexdigest(), "size": len(IMAGE)}
 SYSTEM_INFO = '{"hostname":"device-1","cpus":2}'
 CLIENT_ID = "device-client"
 
@@ -386,7 +389,8 @@ async def test_start_download_publishes_downloading_then_complete(
     async with running_daemon(tmp_path, sim) as d:
         image = str(d.image(update_id))
         event = await d.execute(StartDownload(update_id))
-        assert event == DownloadComplete(update_id=update_id, update_image=image, signature="")
+        # Never in Core's list as the daemon saw it: no package, but the image's size and hash.
+        assert event == DownloadComplete(update_id, image, "", **IMAGE_METADATA)
         await d.idle()
         assert d.recorder.events == [DownloadingUpdate(update_id), event]
         assert d.image(update_id).read_bytes() == IMAGE
@@ -562,7 +566,13 @@ async def test_in_flight_never_downloaded_here_is_downloaded(
         await d.idle()
         assert d.recorder.events[1:] == [
             DownloadingUpdate(update_id),
-            DownloadComplete(update_id, str(d.image(update_id)), ""),
+            DownloadComplete(
+                update_id,
+                str(d.image(update_id)),
+                "",
+                **IMAGE_METADATA,
+                package=Package("nano", "2.2.6"),  # as Core's list named it
+            ),
         ]
         assert d.journal.update_state(update_id) == "downloaded"
     assert route_count(sim, "download") == 2
@@ -628,7 +638,7 @@ async def test_concurrent_downloads_of_one_update_download_once(
             tg.start_soon(download)
             tg.start_soon(download)
         await d.idle()
-        complete = DownloadComplete(update_id, str(d.image(update_id)), "")
+        complete = DownloadComplete(update_id, str(d.image(update_id)), "", **IMAGE_METADATA)
         assert results == [complete, complete]
         # Published once: the SWLM gets one envelope, a package manager installs once.
         assert d.recorder.events == [DownloadingUpdate(update_id), complete]

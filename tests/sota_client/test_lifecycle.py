@@ -329,7 +329,10 @@ async def test_start_up_hands_over_again_an_image_whose_event_is_gone(
         d.interpreter.recover()
         await d.idle()
         assert d.journal.has_pending_event(update_id, "DownloadComplete")
-        assert d.recorder.events == [DownloadComplete(update_id, str(d.image(update_id)), "")]
+        # Handed over again from the journal: the size and SHA-256 it recorded.
+        assert d.recorder.events == [
+            DownloadComplete(update_id, str(d.image(update_id)), "", sha256=SHA256, size=len(IMAGE))
+        ]
         d.interpreter.recover()  # already in the outbox: not again
         await d.idle()
         assert d.journal.pending_events() == 1

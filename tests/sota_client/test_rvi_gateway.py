@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -63,6 +64,8 @@ FAST = Backoff(0.01, 0.05)  # registration retries
 UPDATE = "7f3c9b2e-5a41-4d6e-9c0b-2f8e1d4a6b73"
 # Four and a half 2016 chunks: the last one is short.
 IMAGE = bytes(range(256)) * (CHUNK_SIZE * 9 // 2 // 256)
+#: What DownloadComplete tells of the joined image (RVI names no package).
+IMAGE_METADATA: dict[str, Any] = {"sha256": hashlib.sha256(IMAGE).hexdigest(), "size": len(IMAGE)}
 SOFTWARE = InstalledSoftware(
     packages=(InstalledPackage("bluez-5.41", "bluez", "Bluetooth stack", 7),),
     firmwares=(InstalledFirmware("ecu1", "1.2.3", 9),),
@@ -433,7 +436,7 @@ async def test_a_download_is_a_transfer_pushed_in_chunks_numbered_from_1(
         event = await download(rig)
         after = time.time()
         image = rig.d.image(UPDATE)
-        assert event == DownloadComplete(UPDATE, str(image), "")
+        assert event == DownloadComplete(UPDATE, str(image), "", **IMAGE_METADATA)
         assert image.read_bytes() == IMAGE
         assert rig.d.journal.update_state(UPDATE) is UpdateState.DOWNLOADED
         await node.wait_for(lambda: UPDATE in node.pushed)
@@ -617,7 +620,7 @@ async def test_a_transfer_nobody_asked_for_is_taken_all_the_same(
     async with node.running(), rvi_rig(tmp_path, sim, node) as rig:
         assert (await rig.backend.notify(UPDATE)).ok
         answers = await rig.backend.push(UPDATE, IMAGE)
-        complete = DownloadComplete(UPDATE, str(rig.d.image(UPDATE)), "")
+        complete = DownloadComplete(UPDATE, str(rig.d.image(UPDATE)), "", **IMAGE_METADATA)
         await rig.d.recorder.wait_for(lambda events: complete in events)
         await rig.d.idle()
         state = rig.d.journal.update_state(UPDATE)
@@ -780,7 +783,7 @@ async def test_a_failing_installed_software_is_logged_and_the_gateway_goes_on(
         event = await download(rig)
         await node.wait_for(lambda: UPDATE in node.pushed)
     assert after.ok
-    assert event == DownloadComplete(UPDATE, str(rig.d.image(UPDATE)), "")
+    assert event == DownloadComplete(UPDATE, str(rig.d.image(UPDATE)), "", **IMAGE_METADATA)
     assert node.messages(BACKEND_SERVICES["packages"]) == []
 
 
@@ -917,5 +920,5 @@ async def test_the_fuzz_does_not_stop_a_transfer_afterwards(
         assert (await rig.backend.notify(UPDATE)).ok
         event = await download(rig)
         await node.wait_for(lambda: UPDATE in node.pushed)
-    assert event == DownloadComplete(UPDATE, str(rig.d.image(UPDATE)), "")
+    assert event == DownloadComplete(UPDATE, str(rig.d.image(UPDATE)), "", **IMAGE_METADATA)
     assert all(a.ok for a in node.pushed[UPDATE])

@@ -235,6 +235,39 @@ def test_listen_readable_lines(sock_dir: Path) -> None:
     ]
 
 
+def test_listen_shows_the_update_metadata_that_came(sock_dir: Path) -> None:
+    path = str(sock_dir / "ev.sock")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swlm_sdk", "listen", "--events-socket", path, "--count", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline().startswith("swlm: listening on")
+    sha = "ab" * 32
+    deliver_2016(
+        path,
+        b'{"version":"0.1","event":"DownloadComplete","data":{"update_id":"u1",'
+        b'"update_image":"/p/u1","signature":"","sha256":"' + sha.encode() + b'","size":3,'
+        b'"package":{"name":"fw","version":"1.4.2"}}}',
+    )
+    deliver_2016(
+        path,
+        b'{"version":"0.1","event":"DownloadComplete","data":{"update_id":"u2",'
+        b'"update_image":"/p/u2","signature":"","size":0}}',
+    )
+    out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert out.splitlines() == [
+        f"DownloadComplete update_id=u1 update_image=/p/u1 signature='' sha256={sha} size=3 "
+        "package='fw 1.4.2'",
+        "DownloadComplete update_id=u2 update_image=/p/u2 signature='' size=0",
+    ]
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("stdout", "event", "message"),

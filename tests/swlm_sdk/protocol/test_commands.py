@@ -30,7 +30,6 @@ from swlm_sdk.protocol import (
     parse_command,
 )
 
-
 ALL_2016 = (
     Authenticate,
     GetUpdateRequests,
@@ -222,7 +221,10 @@ def test_install_progress_is_parsed(text: str | bytes, expected: SendInstallProg
         ("progress u1 -1", "couldn't parse 2nd argument as a percentage from 0 to 100"),
         ("progress u1 007", "couldn't parse 2nd argument as a percentage from 0 to 100"),
         ("progress u1 4.5", "couldn't parse 2nd argument as a percentage from 0 to 100"),
-        ("progress u1 ５", "couldn't parse 2nd argument as a percentage from 0 to 100"),
+        (
+            "progress u1 \uff15",  # a digit, but not an ASCII one
+            "couldn't parse 2nd argument as a percentage from 0 to 100",
+        ),
     ],
 )
 def test_bad_install_progress_is_refused(text: str, message: str) -> None:

@@ -24,6 +24,7 @@ from swlm_sdk.protocol import (
     InstalledSoftwareSent,
     InstallFailed,
     InstallingUpdate,
+    InstallProgress,
     NotAuthenticated,
     NoUpdateRequests,
     Package,
@@ -149,14 +150,99 @@ def test_envelope_golden_bytes(event: DownloadComplete | DownloadFailed, wire: b
     assert decode_envelope(wire) == event
 
 
+# The update metadata (an addition): after the three 0.1 fields, only those that are set.
+SHA = "8f990ba0b577b51cf009ea049368c16bbda1b21e1b93be07a824758bb253c39b"
+WITH_METADATA = DownloadComplete(
+    "1", "/foo/bar", "abc", sha256=SHA, size=1048576, package=Package("fw", "1.4.2")
+)
+ENVELOPE_0_1 = (
+    b'{"version":"0.1","event":"DownloadComplete","data":{"update_id":"1",'
+    b'"update_image":"/foo/bar","signature":"abc"}}'
+)
+ENVELOPE_WITH_METADATA = (
+    b'{"version":"0.1","event":"DownloadComplete","data":{"update_id":"1",'
+    b'"update_image":"/foo/bar","signature":"abc","sha256":"' + SHA.encode() + b'",'
+    b'"size":1048576,"package":{"name":"fw","version":"1.4.2"}}}'
+)
+
+
+def test_envelope_with_metadata_golden_bytes() -> None:
+    assert encode_envelope(WITH_METADATA) == ENVELOPE_WITH_METADATA
+    assert decode_envelope(ENVELOPE_WITH_METADATA) == WITH_METADATA
+    assert WITH_METADATA.has_metadata
+
+
+def test_without_metadata_the_envelope_is_the_0_1_bytes() -> None:
+    plain = WITH_METADATA.without_metadata()
+    assert plain == DownloadComplete("1", "/foo/bar", "abc")
+    assert not plain.has_metadata
+    assert encode_envelope(plain) == ENVELOPE_0_1
+    assert ENVELOPE_WITH_METADATA.startswith(ENVELOPE_0_1[:-2])  # 0.1's fields, then the new
+
+
+def test_event_form_with_metadata_golden_bytes() -> None:
+    wire = (
+        b'{"variant":"DownloadComplete","fields":[{"update_id":"1","update_image":"/foo/bar",'
+        b'"signature":"abc","sha256":"' + SHA.encode() + b'","size":1048576,'
+        b'"package":{"name":"fw","version":"1.4.2"}}]}'
+    )
+    assert encode_event(WITH_METADATA) == wire
+    assert decode_event(wire) == WITH_METADATA
+
+
+@pytest.mark.parametrize(
+    ("event", "data"),
+    [
+        (
+            DownloadComplete("1", "/i", "", sha256=SHA),
+            b'{"update_id":"1","update_image":"/i","signature":"","sha256":"'
+            + SHA.encode()
+            + b'"}',
+        ),
+        (
+            DownloadComplete("1", "/i", "", size=0),
+            b'{"update_id":"1","update_image":"/i","signature":"","size":0}',
+        ),
+        (
+            DownloadComplete("1", "/i", "", package=Package("p", "2")),
+            b'{"update_id":"1","update_image":"/i","signature":"",'
+            b'"package":{"name":"p","version":"2"}}',
+        ),
+    ],
+    ids=["sha256-only", "size-0", "package-only"],
+)
+def test_an_unknown_field_is_left_out_not_null(event: DownloadComplete, data: bytes) -> None:
+    wire = b'{"version":"0.1","event":"DownloadComplete","data":' + data + b"}"
+    assert encode_envelope(event) == wire
+    assert b"null" not in wire
+    assert decode_envelope(wire) == event
+
+
+def test_an_envelope_with_unknown_extra_fields_decodes() -> None:
+    """A newer daemon may add more: the known fields are read, the others ignored."""
+    wire = (
+        b'{"version":"0.1","event":"DownloadComplete","extra":{"a":1},"data":{"update_id":"1",'
+        b'"update_image":"/foo/bar","signature":"abc","sha256":"' + SHA.encode() + b'",'
+        b'"size":1048576,"package":{"name":"fw","version":"1.4.2","arch":"arm64"},'
+        b'"sha512":"00","install_hint":[1,2,{"x":null}]}}'
+    )
+    assert decode_envelope(wire) == WITH_METADATA
+
+
+def test_a_0_1_envelope_decodes_without_metadata() -> None:
+    event = decode_envelope(ENVELOPE_0_1)
+    assert isinstance(event, DownloadComplete)
+    assert (event.sha256, event.size, event.package) == (None, None, None)
+
+
 def test_envelope_only_for_the_two_socket_events() -> None:
     with pytest.raises(TypeError):
         encode_envelope(InstallingUpdate("1"))  # type: ignore[arg-type]
 
 
 def test_unknown_envelope_event_is_passed_through() -> None:
-    event = decode_envelope(b'{"version":"0.2","event":"InstallProgress","data":{"pct":5}}')
-    assert event == UnknownEvent(event="InstallProgress", data={"pct": 5}, version="0.2")
+    event = decode_envelope(b'{"version":"0.2","event":"InstallPaused","data":{"pct":5}}')
+    assert event == UnknownEvent(event="InstallPaused", data={"pct": 5}, version="0.2")
 
 
 def test_known_event_without_an_envelope_form_is_generic() -> None:
@@ -165,9 +251,9 @@ def test_known_event_without_an_envelope_form_is_generic() -> None:
 
 
 def test_unknown_reply_variant_is_passed_through_and_reencoded() -> None:
-    wire = b'{"variant":"InstallProgress","fields":["u1",50]}'
+    wire = b'{"variant":"InstallPaused","fields":["u1",50]}'
     event = decode_event(wire)
-    assert event == UnknownEvent(event="InstallProgress", data=["u1", 50])
+    assert event == UnknownEvent(event="InstallPaused", data=["u1", 50])
     assert encode_event(event) == wire
     assert decode_event(b'"SomethingNew"') == UnknownEvent(event="SomethingNew")
     assert encode_event(UnknownEvent(event="SomethingNew")) == b'"SomethingNew"'
@@ -319,6 +405,15 @@ def test_arbitrary_json_shapes_decode_or_raise_the_protocol_error(name: str, dat
 
 @given(
     st.builds(DownloadComplete, st.text(max_size=20), st.text(max_size=40), st.text(max_size=20))
+    | st.builds(
+        DownloadComplete,
+        st.text(max_size=20),
+        st.text(max_size=40),
+        st.text(max_size=20),
+        sha256=st.none() | st.text(max_size=70),
+        size=st.none() | st.integers(min_value=0, max_value=2**64 - 1),
+        package=st.none() | st.builds(Package, st.text(max_size=10), st.text(max_size=10)),
+    )
     | st.builds(DownloadFailed, st.text(max_size=20), st.text(max_size=40))
 )
 def test_envelope_round_trip(event: DownloadComplete | DownloadFailed) -> None:
@@ -336,3 +431,13 @@ def test_deeply_nested_json_is_a_protocol_error(depth: int) -> None:
         for decode in (decode_event, decode_envelope):
             with pytest.raises(ProtocolError):
                 decode(wire)
+
+
+def test_install_progress_golden_bytes() -> None:
+    wire = b'{"variant":"InstallProgress","fields":["u1",40,"writing slot b"]}'
+    assert encode_event(InstallProgress("u1", 40, "writing slot b")) == wire
+    assert decode_event(wire) == InstallProgress("u1", 40, "writing slot b")
+    assert (
+        encode_event(InstallProgress("u1", 100))
+        == b'{"variant":"InstallProgress","fields":["u1",100,""]}'
+    )
