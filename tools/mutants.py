@@ -253,7 +253,7 @@ MUTANTS = [
     Mutant(
         "an SWLM that restarted gets again what it has not reported",
         "sota_client/gateways/_events.py",
-        "            self._notice_restarted_listener()\n",
+        "                self._notice_restarted_listener()\n",
         "",
         ("tests/sota_client/test_events_gateway.py",),
     ),
@@ -622,14 +622,18 @@ MUTANTS = [
     Mutant(
         "D-Bus: the SWLM gets one update at a time",
         "sota_client/gateways/_dbus.py",
-        "                self._note_waiting(held)\n            else:",
-        "                pass\n            if True:",
+        """            held = self.outstanding()
+            if held is not None:
+                self._note_waiting(held)""",
+        """            held = self.outstanding()
+            if False:
+                self._note_waiting(held)""",
         ("tests/sota_client/test_dbus_gateway.py",),
     ),
     Mutant(
         "D-Bus: a report under the manifest id is the update handed over",
         "sota_client/gateways/_dbus.py",
-        "        return None if held is None else held.update_id",
+        "        return self._handing if held is None else held.update_id",
         "        return None",
         ("tests/sota_client/test_dbus_gateway.py",),
     ),
@@ -741,8 +745,14 @@ def run(mutant: Mutant) -> tuple[bool, str]:
     original = path.read_text()
     if original.count(mutant.old) != 1:
         return False, f"the text to mutate occurs {original.count(mutant.old)} times"
+    mutated = original.replace(mutant.old, mutant.new)
+    if path.suffix == ".py":
+        try:
+            compile(mutated, str(path), "exec")
+        except SyntaxError as exc:  # a test that cannot import proves nothing about the rule
+            return False, f"the mutant does not compile (the code moved?): {exc}"
     try:
-        path.write_text(original.replace(mutant.old, mutant.new))
+        path.write_text(mutated)
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
             cwd=REPO,

@@ -215,14 +215,30 @@ async def test_a_refused_progress_is_one_warning_and_the_install_goes_on(
     refusal = ErrorEvent("Update u1 is unknown to the daemon: no progress is taken")
     async with FakeDaemon(sock_dir, replies={SendInstallProgress: refusal}) as fake:
         app = make_app(fake, sock_dir / "state")
+        app.progress_interval = 0
+
+        @app.on_download_complete
+        async def install(event: DownloadComplete) -> None:
+            # Three sends an install, each refused: the handler waits for each to arrive.
+            for percent in (10, 50, 100):
+                sent = len([c for c in fake.commands if isinstance(c, SendInstallProgress)])
+                report_progress(percent)
+                await fake.wait_for(SendInstallProgress, count=sent + 1)
+
         with caplog.at_level(logging.WARNING, logger="swlm_sdk"):
-            await install_two(fake, app)
+            async with anyio.create_task_group() as group:
+                await group.start(app.serve)
+                for n, update_id in enumerate(("u1", "u2"), start=1):
+                    await fake.deliver(DownloadComplete(update_id, f"/var/sota/{update_id}"))
+                    await fake.wait_for(SendUpdateReport, count=n)
+                app.stop()
     assert fake.reports == [
         UpdateReport.single("u1", ResultCode.OK),
         UpdateReport.single("u2", ResultCode.OK),
     ]
+    assert len([c for c in fake.commands if isinstance(c, SendInstallProgress)]) == 6
     warned = [r.getMessage() for r in caplog.records if "not taken" in r.getMessage()]
-    assert len(warned) == 2  # one an install, though each sent two
+    assert len(warned) == 2  # one an install, though each sent three
     assert warned[0].startswith("progress of update u1 not taken (the install goes on): ")
     assert app.progress_taken
 
