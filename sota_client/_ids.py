@@ -11,6 +11,7 @@ from __future__ import annotations
 from swlm_sdk.protocol import (
     Command,
     SendInstallProgress,
+    SendRebootNeeded,
     SendUpdateReport,
     StartDownload,
     StartInstall,
@@ -83,6 +84,6 @@ def command_update_id(command: Command) -> str | None:
             return update_id
         case SendUpdateReport(report=report):
             return report.update_id
-        case SendInstallProgress(update_id=update_id):
+        case SendInstallProgress(update_id=update_id) | SendRebootNeeded(update_id=update_id):
             return update_id
     return None

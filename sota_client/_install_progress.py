@@ -1,23 +1,33 @@
-"""``SendInstallProgress``: how far an SWLM's install got, for people watching the device.
+"""What an SWLM says of its install: ``SendInstallProgress`` (how far it got) and
+``SendRebootNeeded`` (installed, counts after a reboot and the SWLM's confirmation).
 
 Every progress the SWLM sends is answered with an ``InstallProgress`` event, which the
 interpreter publishes to the local API (websocket, ``/events``, the HMI). The journal (for
 ``sota_client status``), the log and ``STATUS=`` get it at 10 % steps, as a download's progress:
 an SWLM that reports every block costs a few journal writes per install, not one per block.
-Progress changes no state: it is a view, and an update's report is what ends it.
+Progress changes no state: it is a view, and an update's report is what ends it. An update
+awaiting its reboot waits for that report without ``device.report_timeout``: the SWLM sends it
+once the new software has run (or has been rolled back), which may be boots later.
 """
 
 from __future__ import annotations
 
 import logging
 
-from swlm_sdk.protocol import ErrorEvent, Event, InstallProgress, SendInstallProgress
+from swlm_sdk.protocol import (
+    AwaitingReboot,
+    ErrorEvent,
+    Event,
+    InstallProgress,
+    SendInstallProgress,
+    SendRebootNeeded,
+)
 
 from . import _systemd
 from ._errors import one_line
 from ._store import InstallProgressRecord, Journal, UpdateState
 
-__all__ = ["MAX_PROGRESS_TEXT", "take_install_progress"]
+__all__ = ["MAX_PROGRESS_TEXT", "take_install_progress", "take_reboot_needed"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,3 +68,28 @@ def _due(last: InstallProgressRecord | None, percent: int) -> bool:
     if percent == last.percent:
         return False
     return percent == 100 or percent < last.percent or percent >= (last.percent // 10 + 1) * 10
+
+
+def take_reboot_needed(journal: Journal, command: SendRebootNeeded) -> Event:
+    """The reply to ``command``: ``AwaitingReboot`` (also when the update already awaits it: the
+    SWLM sends it again after a lost reply), or ``Error`` saying why not."""
+    update_id = command.update_id
+    text = one_line(command.text, MAX_PROGRESS_TEXT)
+    before = journal.update(update_id)
+    state = journal.await_reboot(update_id, text)
+    if state is None:
+        return ErrorEvent(f"Update {update_id} is unknown to the daemon: nothing awaits a reboot")
+    if state is not UpdateState.AWAITING_REBOOT:
+        return ErrorEvent(
+            f"Update {update_id} is {state.value}, not with the SWLM: nothing awaits a reboot"
+        )
+    if before is None or before.state is not UpdateState.AWAITING_REBOOT:
+        said = f": {text}" if text else ""
+        logger.info(
+            "Update %s is installed and counts once the SWLM confirms it after a reboot "
+            "(no report deadline until then)%s",
+            update_id,
+            said,
+        )
+        _systemd.notify(f"STATUS=Update {update_id} awaits confirmation after reboot")
+    return AwaitingReboot(update_id, text)

@@ -51,6 +51,7 @@ from swlm_sdk.protocol import (
     SendInstalledPackages,
     SendInstalledSoftware,
     SendInstallProgress,
+    SendRebootNeeded,
     SendSystemInfo,
     SendUpdateReport,
     Shutdown,
@@ -76,7 +77,7 @@ from ._download import (
 from ._errors import AuthError, DownloadError, SotaError, one_line
 from ._handover import download_complete
 from ._ids import check_update_id, command_update_id, id_problem, shown_id
-from ._install_progress import take_install_progress
+from ._install_progress import take_install_progress, take_reboot_needed
 from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
 from ._reports import ReportSender, encode_report
 from ._store import DownloadState, Journal, UpdateState
@@ -338,6 +339,8 @@ class Interpreter:
             check_update_id(update_id)  # it becomes a file name and a URL path segment
         if isinstance(command, SendInstallProgress):  # local: neither Core nor a token
             return take_install_progress(self._s.journal, command)
+        if isinstance(command, SendRebootNeeded):  # local too
+            return take_reboot_needed(self._s.journal, command)
         if backend.auth_configured and not backend.authenticated:
             await self._authentication_settled()
             # A report goes on regardless: the backend fetches a token first, and a report it

@@ -187,7 +187,8 @@ def _update_view(record: UpdateRecord, download: DownloadRecord | None, now: flo
         since=since,
         age=round(max(0.0, now - record.since), 3),
         holder=record.holder,
-        summary=_summary(record, progress, reported, since, now) + _installing(install),
+        summary=_summary(record, progress, reported, since, now)
+        + _installing(install, record.state),
         download=progress,
         install=install,
         error=record.error,
@@ -228,6 +229,13 @@ def _summary(
             return f"delivered to {record.holder} at {since} ({age} ago); its report is awaited"
         case UpdateState.INSTALLING:
             return f"installing by {record.holder}, since {since} ({age})"
+        case UpdateState.AWAITING_REBOOT:
+            text = "" if record.install is None else record.install.text
+            said = f" ({text})" if text else ""
+            return (
+                f"installed by the SWLM{said}; awaiting confirmation after reboot, since {since} "
+                f"({age}); no report deadline"
+            )
         case UpdateState.REPORT_PENDING:
             return f"report pending since {since} ({age}); the daemon sends it to Core"
         case UpdateState.REPORTED:
@@ -238,8 +246,8 @@ def _summary(
     return f"{record.state.value} since {since}"  # pragma: no cover - every state is above
 
 
-def _installing(install: InstallView | None) -> str:
-    if install is None:
+def _installing(install: InstallView | None, state: UpdateState) -> str:
+    if install is None or state is UpdateState.AWAITING_REBOOT:  # its summary says it all
         return ""
     said = f" ({install.text})" if install.text else ""
     return f"; installing: {install.percent}%{said} at {install.at}"

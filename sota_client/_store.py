@@ -65,6 +65,7 @@ class UpdateState(enum.StrEnum):
     DOWNLOADED = "downloaded"  # the image is complete; DownloadComplete waits in the outbox
     DELIVERED = "delivered"  # the SWLM took DownloadComplete; its report is awaited
     INSTALLING = "installing"  # the daemon's own package manager is installing it
+    AWAITING_REBOOT = "awaiting_reboot"  # installed by the SWLM; counts after a reboot and its OK
     REPORT_PENDING = "report_pending"  # a report waits for Core to accept it
     REPORTED = "reported"  # Core accepted the report: final
     SET_ASIDE = "set_aside"  # it failed the same way again and again; kept, not retried
@@ -90,6 +91,7 @@ DEFAULT_HOLDERS = {
     UpdateState.DOWNLOADED: "the daemon (handing it to the SWLM)",
     UpdateState.DELIVERED: "the SWLM",
     UpdateState.INSTALLING: "the package manager",
+    UpdateState.AWAITING_REBOOT: "the SWLM (awaiting confirmation after reboot)",
     UpdateState.REPORT_PENDING: "the daemon (sending its report to Core)",
     UpdateState.REPORTED: "Core",
     UpdateState.SET_ASIDE: "nobody (set aside)",
@@ -573,6 +575,26 @@ class Journal:
                 (percent, text, self._clock(), _id(update_id)),
             )
             return cursor.rowcount == 1
+
+    def await_reboot(self, update_id: str, text: str) -> UpdateState | None:
+        """The SWLM installed ``update_id``, which counts once the device has rebooted into it
+        and the SWLM confirmed it: ``DOWNLOADED`` (its delivery not recorded yet) or
+        ``DELIVERED`` becomes ``AWAITING_REBOOT``, whose report has no deadline, with ``text``
+        kept for the status. Returns the state it is in afterwards; unchanged (and not
+        ``AWAITING_REBOOT``) for any other state."""
+        with self._transaction("await_reboot") as db:
+            record = self._record(db, update_id)
+            if record is None:
+                return None
+            if record.state in (UpdateState.DOWNLOADED, UpdateState.DELIVERED):
+                self._enter(db, update_id, UpdateState.AWAITING_REBOOT)
+                db.execute(
+                    "UPDATE updates SET install_percent = 100, install_text = ?, install_at = ?"
+                    " WHERE update_id = ?",
+                    (text, self._clock(), _id(update_id)),
+                )
+                return UpdateState.AWAITING_REBOOT
+            return record.state
 
     def download_checkpoint(self, update_id: str, size: int, sha256: str) -> None:
         """The first ``size`` bytes of the partial file have this SHA-256: a resume point."""

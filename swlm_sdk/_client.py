@@ -15,6 +15,7 @@ from ._errors import CommandFailed, CommandRejected, DaemonTimeout, TransportErr
 from ._paths import StrPath, check_socket_path, resolve_socket_paths
 from ._wire import exchange
 from .protocol import (
+    AwaitingReboot,
     Command,
     ErrorEvent,
     Event,
@@ -24,6 +25,7 @@ from .protocol import (
     ResultCode,
     SendInstalledPackages,
     SendInstallProgress,
+    SendRebootNeeded,
     SendUpdateReport,
     UpdateReport,
     UpdateReportSent,
@@ -56,7 +58,7 @@ MAX_RESULT_TEXT = 4096
 """Result texts are cut to this many characters before sending."""
 
 _TEXT_REJECTED = "Unknown Command: unexpected SendUpdateReport args: ["
-#: How a 2016 daemon answers ``SendInstallProgress``: it has no such command.
+#: How a 2016 daemon answers ``SendInstallProgress`` and ``SendRebootNeeded``: it has neither.
 PROGRESS_REJECTED = "Unknown Command: bad command: "
 _NOT_IN_TEXT = re.compile(r"[\r\n;]")
 _HINT = "is the SOTA client running with socket = true in [gateway]?"
@@ -252,6 +254,23 @@ class Client:
             raise CommandFailed(
                 f"progress of {update_id} not taken: the daemon answered {_describe(reply)}",
                 reply,
+            )
+        return reply
+
+    async def send_reboot_needed(self, update_id: str, text: str | None = None) -> AwaitingReboot:
+        """Say that an update is installed but counts only after a reboot and a confirmation:
+        ``SendRebootNeeded <update_id> [text]`` (an extension). The daemon then waits for its
+        report (``OK`` once confirmed, a failure after a rollback) with no deadline.
+
+        :raises CommandFailed: the daemon refused it (it does not hold the update).
+        :raises CommandRejected: the daemon rejected the command (a 2016 daemon: its reply
+            starts with :data:`PROGRESS_REJECTED`, ``Unknown Command: bad command: ``).
+        :raises TransportError: see :meth:`send_raw`.
+        """
+        reply = await self.send_command(SendRebootNeeded(update_id, clean_result_text(text)))
+        if not isinstance(reply, AwaitingReboot):
+            raise CommandFailed(
+                f"reboot of {update_id} not awaited: the daemon answered {_describe(reply)}", reply
             )
         return reply
 

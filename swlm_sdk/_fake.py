@@ -19,6 +19,7 @@ from ._paths import StrPath, check_socket_path
 from ._wire import push, receive_to_eof
 from .protocol import (
     AlreadyAuthenticated,
+    AwaitingReboot,
     Command,
     DownloadComplete,
     DownloadFailed,
@@ -36,6 +37,7 @@ from .protocol import (
     ResultCode,
     SendInstalledPackages,
     SendInstallProgress,
+    SendRebootNeeded,
     SendSystemInfo,
     SendUpdateReport,
     Shutdown,
@@ -89,6 +91,8 @@ def _default_reply(command: Command) -> ReplyValue:
             return b""  # the 2016 daemon exits before it answers
         case SendInstallProgress(update_id=update_id, percent=percent, text=text):
             return InstallProgress(update_id, percent, text)  # this daemon's answer
+        case SendRebootNeeded(update_id=update_id, text=text):
+            return AwaitingReboot(update_id, text)
         case _:
             return AlreadyAuthenticated()
 

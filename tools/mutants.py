@@ -138,6 +138,22 @@ MUTANTS = [
         ("tests/sota_client/test_install_progress.py",),
     ),
     Mutant(
+        "an update installed for the next boot leaves the report deadline behind",
+        "sota_client/_store.py",
+        "                self._enter(db, update_id, UpdateState.AWAITING_REBOOT)",
+        "                self._enter(db, update_id, UpdateState.DELIVERED)",
+        ("tests/sota_client/test_report_timeout.py", "tests/sota_client/test_install_progress.py"),
+    ),
+    Mutant(
+        "reboot needed needs neither Core nor a token",
+        "sota_client/_interpreter.py",
+        """        if isinstance(command, SendRebootNeeded):  # local too
+            return take_reboot_needed(self._s.journal, command)
+""",
+        "",
+        ("tests/sota_client/test_install_progress.py",),
+    ),
+    Mutant(
         "after a 2016 daemon's bad command, the App sends no more progress",
         "swlm_sdk/_app.py",
         "                self.progress_taken = False",

@@ -16,6 +16,7 @@ from ._commands import ListSystemInfo as ListSystemInfo
 from ._commands import SendInstalledPackages as SendInstalledPackages
 from ._commands import SendInstalledSoftware as SendInstalledSoftware
 from ._commands import SendInstallProgress as SendInstallProgress
+from ._commands import SendRebootNeeded as SendRebootNeeded
 from ._commands import SendSystemInfo as SendSystemInfo
 from ._commands import SendUpdateReport as SendUpdateReport
 from ._commands import Shutdown as Shutdown
@@ -26,6 +27,7 @@ from ._commands import parse_command as parse_command
 from ._events import ENVELOPE_VERSION as ENVELOPE_VERSION
 from ._events import AlreadyAuthenticated as AlreadyAuthenticated
 from ._events import Authenticated as Authenticated
+from ._events import AwaitingReboot as AwaitingReboot
 from ._events import DownloadComplete as DownloadComplete
 from ._events import DownloadFailed as DownloadFailed
 from ._events import DownloadingUpdate as DownloadingUpdate
@@ -69,6 +71,7 @@ __all__ = [
     "AlreadyAuthenticated",
     "Authenticate",
     "Authenticated",
+    "AwaitingReboot",
     "ClientCredentials",
     "Command",
     "CommandRejected",
@@ -103,6 +106,7 @@ __all__ = [
     "SendInstallProgress",
     "SendInstalledPackages",
     "SendInstalledSoftware",
+    "SendRebootNeeded",
     "SendSystemInfo",
     "SendUpdateReport",
     "Shutdown",

@@ -1,4 +1,4 @@
-"""The eleven 2016 commands, one extension, and their text grammar (commands socket, console).
+"""The eleven 2016 commands, two extensions, and their text grammar (commands socket, console).
 
 A command is one line: a name or its alias, then arguments separated by spaces or tabs, ended by
 the end of input, ``\\n``, ``\\r`` or ``;`` (anything after the first terminator is ignored, as
@@ -25,6 +25,7 @@ __all__ = [
     "SendInstallProgress",
     "SendInstalledPackages",
     "SendInstalledSoftware",
+    "SendRebootNeeded",
     "SendSystemInfo",
     "SendUpdateReport",
     "Shutdown",
@@ -139,6 +140,17 @@ class SendInstallProgress(Command, frozen=True):
     text: str = ""
 
 
+class SendRebootNeeded(Command, frozen=True):
+    """The update is installed but counts only once the device has rebooted into it and the
+    SWLM has confirmed it (an extension: a 2016 daemon answers it ``bad command``). The daemon
+    then waits for the report without a deadline."""
+
+    name: ClassVar[str] = "SendRebootNeeded"
+    alias: ClassVar[str] = "rebootneeded"
+    update_id: str
+    text: str = ""
+
+
 _COMMAND_TYPES: tuple[type[Command], ...] = (
     Authenticate,
     GetUpdateRequests,
@@ -152,8 +164,9 @@ _COMMAND_TYPES: tuple[type[Command], ...] = (
     StartDownload,
     StartInstall,
     SendInstallProgress,
+    SendRebootNeeded,
 )
-_EXTENSIONS: frozenset[type[Command]] = frozenset({SendInstallProgress})
+_EXTENSIONS: frozenset[type[Command]] = frozenset({SendInstallProgress, SendRebootNeeded})
 _BY_WORD: dict[str, type[Command]] = {
     **{cls.name: cls for cls in _COMMAND_TYPES},
     **{cls.alias: cls for cls in _COMMAND_TYPES},
@@ -217,15 +230,16 @@ def parse_command(data: bytes | str, *, extensions: bool = True) -> Command:
     if cls is None or (cls in _EXTENSIONS and not extensions):
         raise CommandSyntaxError(f"bad command: {text}")
     args = [token.group() for token in tokens[1:]]
-    rest = line[tokens[2].end() :] if len(tokens) > 2 else ""
-    return _build(cls, args, rest=rest, result_text=extensions)
+    # What follows the n-th argument, to the terminator: a free text in the last place.
+    after = [line[token.end() :] for token in tokens[1:]]
+    return _build(cls, args, after, result_text=extensions)
 
 
 def _unexpected(name: str, args: list[str]) -> CommandSyntaxError:
     return CommandSyntaxError(f"unexpected {name} args: {_rust_debug(args)}")
 
 
-def _build(cls: type[Command], args: list[str], rest: str, *, result_text: bool) -> Command:
+def _build(cls: type[Command], args: list[str], after: list[str], *, result_text: bool) -> Command:
     """The 2016 argument rules (``parse_arguments``), with its messages."""
     n = len(args)
     if cls is Authenticate:
@@ -259,14 +273,18 @@ def _build(cls: type[Command], args: list[str], rest: str, *, result_text: bool)
             raise CommandSyntaxError("couldn't parse 2nd argument as an UpdateResultCode") from None
         if n > 2 and not result_text:
             raise _unexpected(cls.name, args)
-        text = rest.strip(" \t")
+        text = after[1].strip(" \t") if n > 2 else ""
         return SendUpdateReport(UpdateReport.single(args[0], code, text))
     if cls is SendInstallProgress:
         if n < 2:
             raise CommandSyntaxError("usage: progress <update-id> <percent> [<text>]")
         if _PERCENT.fullmatch(args[1]) is None:
             raise CommandSyntaxError("couldn't parse 2nd argument as a percentage from 0 to 100")
-        return SendInstallProgress(args[0], int(args[1]), rest.strip(" \t"))
+        return SendInstallProgress(args[0], int(args[1]), after[1].strip(" \t") if n > 2 else "")
+    if cls is SendRebootNeeded:
+        if n < 1:
+            raise CommandSyntaxError("usage: rebootneeded <update-id> [<text>]")
+        return SendRebootNeeded(args[0], after[0].strip(" \t") if n > 1 else "")
     if cls is SendInstalledSoftware:
         # FIXME(PRO-1160) in 2016: there is no text form of this command.
         raise _unexpected(cls.name, args)
@@ -310,6 +328,8 @@ def format_command(command: Command, *, alias: bool = False) -> str:
                 args += [_check_token(package.version, "package version")]
         case SendUpdateReport(report=report):
             args = _report_args(report)
+        case SendRebootNeeded(update_id=uid, text=text):
+            args = [_check_token(uid, "update id")] + ([_check_text(text)] if text else [])
         case SendInstallProgress(update_id=uid, percent=percent, text=text):
             if _PERCENT.fullmatch(str(percent)) is None:
                 raise ProtocolError(f"a percentage is from 0 to 100, not {percent!r}")

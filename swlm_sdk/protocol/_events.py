@@ -19,6 +19,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "AlreadyAuthenticated",
     "Authenticated",
+    "AwaitingReboot",
     "DownloadComplete",
     "DownloadFailed",
     "DownloadProgress",
@@ -168,6 +169,17 @@ class InstallProgress(Event, frozen=True):
     text: str = ""
 
 
+class AwaitingReboot(Event, frozen=True):
+    """Addition: the SWLM installed the update, which counts once the device has rebooted into
+    it and the SWLM confirmed it (``SendRebootNeeded``); the daemon's reply, and published to
+    the local API's clients. The report comes after the reboot."""
+
+    name: ClassVar[str] = "AwaitingReboot"
+    shape: ClassVar[_Shape] = "tuple"
+    update_id: str
+    text: str = ""
+
+
 class DownloadComplete(Event, frozen=True):
     """An update image is on disk; the SWLM installs ``update_image`` and reports ``update_id``.
 
@@ -296,6 +308,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         InstallingUpdate,
         InstallProgress,
         InstallComplete,
+        AwaitingReboot,
         InstallFailed,
         UpdateReportSent,
         InstalledPackagesSent,

@@ -240,6 +240,10 @@ def test_page_treats_server_data_as_text_and_bounds_its_log(page: Page) -> None:
     )
     expect(update.locator(".progress-text")).to_have_text("<b>slot b</b> · 40 %")
     expect(update.locator(".badge")).to_have_text("Installing")
+    ws.send(json.dumps({"variant": "AwaitingReboot", "fields": [hostile, "<b>reboot</b>"]}))
+    expect(update.locator(".badge")).to_have_text("Awaiting reboot")
+    expect(update.locator(".detail")).to_have_text("<b>reboot</b>")
+    expect(update.get_by_role("progressbar")).to_be_hidden()
     report = {
         "update_id": hostile,
         "operation_results": [{"id": hostile, "result_code": 4, "result_text": "<i>x</i>"}],

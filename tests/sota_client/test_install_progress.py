@@ -11,15 +11,21 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from sota_client._install_progress import MAX_PROGRESS_TEXT, take_install_progress
+from sota_client._install_progress import (
+    MAX_PROGRESS_TEXT,
+    take_install_progress,
+    take_reboot_needed,
+)
 from sota_client._status import format_status, read_status
 from sota_client._store import Journal, UpdateState
 from sota_client.sim import AuthSettings, CoreSimulator
 from swlm_sdk.protocol import (
+    AwaitingReboot,
     ErrorEvent,
     InstallProgress,
     ResultCode,
     SendInstallProgress,
+    SendRebootNeeded,
     UpdateReport,
     parse_command,
 )
@@ -146,4 +152,71 @@ async def test_the_daemon_answers_it_without_asking_core_and_publishes_it(
             reply = await d.execute(parse_command("progress u1 40 writing slot b"))
             assert reply == InstallProgress("u1", 40, "writing slot b")
             assert d.recorder.of(InstallProgress) == [reply]
+            assert len(sim.requests) == before
+
+
+# -- SendRebootNeeded ---------------------------------------------------------------------------
+
+
+def reboot_needed(journal: Journal, text: str = "", update_id: str = "u1") -> object:
+    return take_reboot_needed(journal, SendRebootNeeded(update_id, text))
+
+
+def test_an_update_installed_for_the_next_boot_awaits_its_confirmation(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    delivered(journal)
+    with caplog.at_level(logging.INFO, logger="sota_client._install_progress"):
+        assert reboot_needed(journal, "slot b flashed") == AwaitingReboot("u1", "slot b flashed")
+        record = journal.update("u1")
+        # The SWLM sends it again when it lost the reply: the same answer, nothing changes.
+        assert reboot_needed(journal, "slot b flashed") == AwaitingReboot("u1", "slot b flashed")
+    assert journal.update("u1") == record
+    assert record is not None
+    assert record.state is UpdateState.AWAITING_REBOOT
+    assert record.holder == "the SWLM (awaiting confirmation after reboot)"
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.startswith("Update u1 is installed and counts once the SWLM confirms it")
+    text = format_status(read_status(journal))
+    assert "installed by the SWLM (slot b flashed); awaiting confirmation after reboot" in text
+    assert "no report deadline" in text
+
+
+def test_an_update_awaiting_its_reboot_is_not_handed_over_again(journal: Journal) -> None:
+    """The reboot restarts the SWLM; that must not install the update a second time."""
+    delivered(journal)
+    reboot_needed(journal)
+    journal.hand_over_again("u1", "DownloadComplete", b"{}")
+    assert journal.update_state("u1") is UpdateState.AWAITING_REBOOT
+    assert [e for e in journal.events() if e.update_id == "u1"] == []
+
+
+def test_its_report_after_the_reboot_ends_it(journal: Journal) -> None:
+    delivered(journal)
+    reboot_needed(journal)
+    report = msgspec.json.encode(UpdateReport.single("u1", ResultCode.OK))
+    journal.add_report("u1", report)
+    assert journal.update_state("u1") is UpdateState.REPORT_PENDING
+
+
+def test_reboot_needed_for_an_update_the_swlm_does_not_hold_is_refused(journal: Journal) -> None:
+    assert reboot_needed(journal) == ErrorEvent(
+        "Update u1 is unknown to the daemon: nothing awaits a reboot"
+    )
+    journal.begin_download("u1", "/var/sota/u1")
+    assert reboot_needed(journal) == ErrorEvent(
+        "Update u1 is downloading, not with the SWLM: nothing awaits a reboot"
+    )
+    assert journal.update_state("u1") is UpdateState.DOWNLOADING
+
+
+@pytest.mark.anyio
+async def test_the_daemon_answers_reboot_needed_without_core(tmp_path: Path) -> None:
+    with CoreSimulator(auth=AuthSettings(client_id="device")) as sim:
+        async with running_daemon(tmp_path, sim, credentials=("device", "wrong")) as d:
+            delivered(d.journal)
+            before = len(sim.requests)
+            reply = await d.execute(parse_command("rebootneeded u1 slot b flashed"))
+            assert reply == AwaitingReboot("u1", "slot b flashed")
+            assert d.recorder.of(AwaitingReboot) == [reply]
             assert len(sim.requests) == before

@@ -16,6 +16,7 @@ from swlm_sdk._client import PROGRESS_REJECTED
 from swlm_sdk._progress import ProgressReporter, report_progress
 from swlm_sdk.app import App
 from swlm_sdk.protocol import (
+    AwaitingReboot,
     ErrorEvent,
     InstallProgress,
     ProtocolError,
@@ -293,3 +294,21 @@ async def test_the_handler_s_error_comes_out_as_it_is() -> None:
     with pytest.raises(KeyError):
         await install()
     assert sent.values == [(70, "nearly")]
+
+
+# -- SendRebootNeeded ---------------------------------------------------------------------------
+
+
+async def test_reboot_needed_goes_out_as_text_and_its_answer_comes_back(
+    fake_daemon: FakeDaemon,
+) -> None:
+    reply = await Client(fake_daemon.commands_socket).send_reboot_needed("u1", "slot b\nflashed")
+    assert reply == AwaitingReboot("u1", "slot b flashed")
+    assert fake_daemon.requests == [b"SendRebootNeeded u1 slot b flashed"]
+
+
+async def test_a_2016_daemon_rejects_reboot_needed(sock_dir: Path) -> None:
+    async with FakeDaemon(sock_dir, strict_2016=True) as fake:
+        with pytest.raises(CommandRejected) as info:
+            await Client(fake.commands_socket).send_reboot_needed("u1")
+    assert info.value.reply == PROGRESS_REJECTED + "SendRebootNeeded u1"

@@ -20,6 +20,7 @@ from swlm_sdk.protocol import (
     SendInstalledPackages,
     SendInstalledSoftware,
     SendInstallProgress,
+    SendRebootNeeded,
     SendSystemInfo,
     SendUpdateReport,
     Shutdown,
@@ -233,8 +234,16 @@ def test_bad_install_progress_is_refused(text: str, message: str) -> None:
     assert info.value.reply == f"Unknown Command: {message}"
 
 
-@pytest.mark.parametrize("text", ["SendInstallProgress u1 40", "progress u1 40 writing"])
-def test_a_2016_daemon_answers_install_progress_bad_command(text: str) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SendInstallProgress u1 40",
+        "progress u1 40 writing",
+        "rebootneeded u1",
+        "SendRebootNeeded u1 slot b",
+    ],
+)
+def test_a_2016_daemon_answers_the_extensions_bad_command(text: str) -> None:
     """What the 2016 client answered: its prefix match finds no command in either name."""
     with pytest.raises(CommandSyntaxError) as info:
         parse_command(text, extensions=False)
@@ -244,8 +253,37 @@ def test_a_2016_daemon_answers_install_progress_bad_command(text: str) -> None:
 def test_no_2016_name_or_alias_is_a_prefix_of_the_extension() -> None:
     """The 2016 client matched names by prefix (``dlx`` was ``dl x``)."""
     legacy = [w for cls in ALL_2016 for w in (cls.name, cls.alias)]
-    for word in (SendInstallProgress.name, SendInstallProgress.alias):
+    for word in (
+        SendInstallProgress.name,
+        SendInstallProgress.alias,
+        SendRebootNeeded.name,
+        SendRebootNeeded.alias,
+    ):
         assert [w for w in legacy if word.startswith(w)] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("SendRebootNeeded u1", SendRebootNeeded("u1")),
+        ("rebootneeded u1  slot b flashed \n", SendRebootNeeded("u1", "slot b flashed")),
+        ("rebootneeded u1;slot b", SendRebootNeeded("u1")),
+    ],
+)
+def test_reboot_needed_is_parsed(text: str, expected: SendRebootNeeded) -> None:
+    assert parse_command(text) == expected
+
+
+def test_reboot_needed_needs_an_update_id() -> None:
+    with pytest.raises(CommandSyntaxError) as info:
+        parse_command("rebootneeded")
+    assert info.value.reply == "Unknown Command: usage: rebootneeded <update-id> [<text>]"
+
+
+def test_reboot_needed_golden_text() -> None:
+    command = SendRebootNeeded("u1", "slot b flashed")
+    assert format_command(command) == "SendRebootNeeded u1 slot b flashed"
+    assert format_command(SendRebootNeeded("u1"), alias=True) == "rebootneeded u1"
 
 
 def test_install_progress_golden_text() -> None:
@@ -341,6 +379,7 @@ commands = st.one_of(
         result_text,
     ),
     st.builds(SendInstallProgress, token, st.integers(0, 100), result_text),
+    st.builds(SendRebootNeeded, token, result_text),
 )
 
 
