@@ -5,10 +5,10 @@ download computed) and the ``package`` Core named for the update (the journal ke
 Core's update list), each only where known. ``device.event_metadata = false`` leaves them all
 out, for SWLMs that refuse fields they do not know: the event is then byte for byte 0.1.
 
-Every place that makes the event goes through :func:`download_complete` (a fresh download) or
-:func:`kept_download_complete` (an update handed over again, from the journal), so the rule is
-in one place; :func:`as_configured` applies the key to an envelope kept from before a change
-of it.
+Every place that makes the event goes through :func:`named_download_complete` (a fresh
+download) or :func:`kept_download_complete` (an update handed over again, from the journal),
+both through :func:`download_complete`, so the rule is in one place; :func:`as_configured`
+applies the key to an envelope kept from before a change of it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from swlm_sdk.protocol import (
 
 from ._store import DownloadRecord, DownloadState, UpdateRecord
 
-__all__ = ["as_configured", "download_complete", "kept_download_complete"]
+__all__ = [
+    "as_configured",
+    "download_complete",
+    "kept_download_complete",
+    "named_download_complete",
+]
 
 
 class _Journal(Protocol):
@@ -55,6 +60,24 @@ def download_complete(
     )
 
 
+def named_download_complete(
+    journal: _Journal,
+    update_id: str,
+    image: str,
+    *,
+    size: int | None,
+    sha256: str | None,
+    metadata: bool,
+) -> DownloadComplete:
+    """The event for ``image``, with the package Core named for the update (the journal keeps
+    it from Core's update list)."""
+    record = journal.update(update_id) if metadata else None
+    package = None if record is None else record.package
+    return download_complete(
+        update_id, image, size=size, sha256=sha256, package=package, metadata=metadata
+    )
+
+
 def kept_download_complete(
     journal: _Journal, update_id: str, image: str, *, metadata: bool
 ) -> DownloadComplete:
@@ -63,18 +86,12 @@ def kept_download_complete(
     if not metadata:
         return DownloadComplete(update_id, image, "")
     download = journal.download(update_id)
-    record = journal.update(update_id)
     size: int | None = None
     sha256: str | None = None
     if download is not None and download.state is DownloadState.COMPLETE and download.sha256:
         size, sha256 = download.size, download.sha256
-    return download_complete(
-        update_id,
-        image,
-        size=size,
-        sha256=sha256,
-        package=None if record is None else record.package,
-        metadata=True,
+    return named_download_complete(
+        journal, update_id, image, size=size, sha256=sha256, metadata=True
     )
 
 

@@ -75,7 +75,7 @@ from ._download import (
     remove_partial,
 )
 from ._errors import AuthError, DownloadError, SotaError, one_line
-from ._handover import download_complete
+from ._handover import named_download_complete
 from ._ids import check_update_id, command_update_id, id_problem, shown_id
 from ._install_progress import take_install_progress, take_reboot_needed
 from ._reactions import ResolveUpdate, SendCurrentPackages, Step, follow_ups
@@ -596,13 +596,12 @@ class Interpreter:
     def _complete(self, update_id: str, image: str, size: int, sha256: str) -> DownloadComplete:
         """The ``DownloadComplete`` of a complete image, with the package Core named for it
         (the journal has it from Core's list, see :meth:`_name_package`)."""
-        record = self._s.journal.update(update_id)
-        return download_complete(
+        return named_download_complete(
+            self._s.journal,
             update_id,
             image,
             size=size,
             sha256=sha256,
-            package=None if record is None else record.package,
             metadata=self._s.event_metadata,
         )
 
