@@ -6,7 +6,7 @@ Usage: ``python -m tools.diagrams [--check]``.
 ``FINAL_STATES`` in ``sota_client/_store.py``), its edges the transitions table of
 ``docs/reliability.md`` (the one headed ``| from | to | when | written in the same transaction
 |``), and generating it fails, naming the state, when the table names a state the enum lacks or
-the enum has a state no transition names. ``update-journey.dot`` is written by hand. Each
+the enum has a state no transition names. The other ``.dot`` files are written by hand. Each
 ``.dot`` is rendered to an ``.svg`` next to it with graphviz's ``dot -Tsvg``, and the SVG gets a
 comment holding the SHA-256 of its source, so that ``--check`` can tell a current SVG from a
 stale one without comparing bytes that another graphviz version would render a little
