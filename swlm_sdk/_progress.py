@@ -73,7 +73,8 @@ class ProgressReporter:
         self._loop_thread = threading.get_ident()
 
     def report(self, percent: int, text: str = "") -> None:
-        """Keep ``(percent, text)`` as the newest progress and wake the sender; never waits."""
+        """Keep ``(percent, text)`` as the newest progress and wake the sender. It never waits
+        for a send: from another thread it waits only until the event loop takes the wake-up."""
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
             raise ValueError(f"a progress is an integer percentage from 0 to 100, not {percent!r}")
         with self._lock:
