@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swlm_sdk import DownloadComplete, InstallError, ResultCode, SwlmError
+from swlm_sdk import DownloadComplete, InstallError, ResultCode, SwlmError, report_progress
 from swlm_sdk.app import App
 
 log = logging.getLogger("swlm_flash")
@@ -45,6 +45,16 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 # ADAPT: this example's version scheme is dotted numbers ("1.4.2"); change `version_key` too.
 VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,7}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def progress(percent: int, text: str) -> None:
+    """Tell the daemon how far the flash got, for ``sota_client status`` and the HMI: the SDK
+    sends it, at most about once a second, and not at all to a 2016 daemon. An ``install()``
+    called outside the App (a test, a script) has nobody to tell."""
+    try:
+        report_progress(percent, text)
+    except RuntimeError:
+        pass
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -362,12 +372,15 @@ class Flasher:
         flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if is_file else 0)
         digest = hashlib.sha256()
         log.info("writing %d bytes to slot %s (%s)", member.size, target, path)
+        written = 0
         with open(os.open(path, flags, 0o600), "wb", buffering=0) as slot:
             while block := source.read(BLOCK):
                 digest.update(block)
                 view = memoryview(block)
                 while view:  # a raw write may write less than asked
                     view = view[slot.write(view) :]
+                written += len(block)
+                progress(written * 90 // max(member.size, 1), f"writing slot {target}")
             os.fsync(slot.fileno())
             if not is_file:
                 # Read-back must come from the device, not from the page cache.
@@ -382,6 +395,7 @@ class Flasher:
             while remaining and (block := slot.read(min(BLOCK, remaining))):
                 digest.update(block)
                 remaining -= len(block)
+                progress(90 + (size - remaining) * 10 // max(size, 1), f"verifying slot {target}")
         return digest.hexdigest()
 
     # -- the installed-packages provider ------------------------------------------------

@@ -20,7 +20,7 @@ import swlm_flash
 
 from swlm_sdk import DownloadComplete, InstallError, Package, ResultCode
 from swlm_sdk.app import App
-from swlm_sdk.protocol import SendUpdateReport
+from swlm_sdk.protocol import SendInstallProgress, SendUpdateReport
 from swlm_sdk.testing import FakeDaemon
 
 from .conftest import EXAMPLES, example_env, exists, install, serving, terminate, wait_for_line
@@ -119,6 +119,16 @@ async def test_flashes_the_inactive_slot_then_the_other(
     assert fake_daemon.package_lists[0] == (Package("fw", "1.0"),)
     assert fake_daemon.package_lists[-1] == (Package("fw", "1.2"),)
     assert sorted(p.name for p in device.boot_state.parent.iterdir()) == ["bootstate.json"]
+    # Its progress while it wrote and verified, throttled by the SDK, the last before the report.
+    for update_id, slot in (("u1", "b"), ("u2", "a")):
+        sent = [c for c in fake_daemon.commands if getattr(c, "update_id", None) == update_id]
+        assert sent[-1] == SendInstallProgress(update_id, 100, f"verifying slot {slot}")
+        percents = [c.percent for c in sent if isinstance(c, SendInstallProgress)]
+        assert percents == sorted(percents)
+    reports = [c for c in fake_daemon.commands if isinstance(c, SendUpdateReport)]
+    assert fake_daemon.commands.index(reports[0]) > fake_daemon.commands.index(
+        SendInstallProgress("u1", 100, "verifying slot b")
+    )
 
 
 @pytest.mark.anyio
