@@ -142,14 +142,12 @@ class Connection:
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
                 if waited >= self.timeout:
                     return count, TimeoutError(f"no data within {self.timeout:g} s")
-                events = select.POLLOUT if isinstance(exc, ssl.SSLWantWriteError) else None
-                if events is not None:
-                    poll.modify(self.sock, events)
+                # TLS may need to write (a renegotiation) before it can read on.
+                writing = isinstance(exc, ssl.SSLWantWriteError)
+                poll.modify(self.sock, select.POLLOUT if writing else select.POLLIN)
                 if not poll.poll(_SLICE * 1000):
                     waited += _SLICE
                     anyio.from_thread.check_cancelled()
-                if events is not None:
-                    poll.modify(self.sock, select.POLLIN)
                 continue
             except OSError as exc:
                 return count, exc

@@ -25,7 +25,7 @@ from swlm_sdk.protocol import (
 
 from . import _systemd
 from ._errors import one_line
-from ._store import InstallProgressRecord, Journal, UpdateState
+from ._store import PROGRESS_STATES, InstallProgressRecord, Journal, UpdateState
 
 __all__ = ["MAX_PROGRESS_TEXT", "take_install_progress", "take_reboot_needed"]
 
@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: Characters of an SWLM's progress text that are kept (one line, shown in a status).
 MAX_PROGRESS_TEXT = 200
-#: The states in which an install runs: the SWLM holds the update, or the package manager;
-#: or the SWLM has its event, and its progress came before the daemon recorded the delivery.
-_INSTALLING = (UpdateState.DOWNLOADED, UpdateState.DELIVERED, UpdateState.INSTALLING)
 
 
 def take_install_progress(journal: Journal, command: SendInstallProgress) -> Event:
@@ -44,7 +41,7 @@ def take_install_progress(journal: Journal, command: SendInstallProgress) -> Eve
     record = journal.update(update_id)
     if record is None:
         return ErrorEvent(f"Update {update_id} is unknown to the daemon: no progress is taken")
-    if record.state not in _INSTALLING:
+    if record.state not in PROGRESS_STATES:
         return ErrorEvent(
             f"Update {update_id} is {record.state.value}, not being installed: no progress is taken"
         )
@@ -75,15 +72,14 @@ def take_reboot_needed(journal: Journal, command: SendRebootNeeded) -> Event:
     SWLM sends it again after a lost reply), or ``Error`` saying why not."""
     update_id = command.update_id
     text = one_line(command.text, MAX_PROGRESS_TEXT)
-    before = journal.update(update_id)
-    state = journal.await_reboot(update_id, text)
-    if state is None:
+    before, entered = journal.await_reboot(update_id, text)
+    if before is None:
         return ErrorEvent(f"Update {update_id} is unknown to the daemon: nothing awaits a reboot")
-    if state is not UpdateState.AWAITING_REBOOT:
+    if not entered and before is not UpdateState.AWAITING_REBOOT:
         return ErrorEvent(
-            f"Update {update_id} is {state.value}, not with the SWLM: nothing awaits a reboot"
+            f"Update {update_id} is {before.value}, not with the SWLM: nothing awaits a reboot"
         )
-    if before is None or before.state is not UpdateState.AWAITING_REBOOT:
+    if entered:
         said = f": {text}" if text else ""
         logger.info(
             "Update %s is installed and counts once the SWLM confirms it after a reboot "

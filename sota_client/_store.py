@@ -30,6 +30,7 @@ from ._errors import SotaError
 __all__ = [
     "DEFAULT_HOLDERS",
     "FINAL_STATES",
+    "PROGRESS_STATES",
     "SCHEMA_VERSION",
     "Admission",
     "DownloadRecord",
@@ -302,11 +303,14 @@ def _channels_v4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'socket'")
 
 
+#: The states in which an install runs, so that its progress is taken: the SWLM holds the
+#: update, or the package manager; or the SWLM has its event, and its progress came before the
+#: daemon recorded the delivery (see ``_KEEPS_PROGRESS``).
+PROGRESS_STATES = (UpdateState.DOWNLOADED, UpdateState.DELIVERED, UpdateState.INSTALLING)
 #: An install's progress is of its state, but a quick SWLM may send it before the daemon has
 #: recorded the delivery of its event: that progress stays when the delivery is recorded.
 _KEEPS_PROGRESS = "updates.state = 'downloaded' AND excluded.state = 'delivered'"
-#: The states in which an SWLM's install progress is taken (see ``_KEEPS_PROGRESS``).
-_PROGRESS_STATES = "('downloaded', 'delivered', 'installing')"
+_PROGRESS_STATES = "(" + ", ".join(f"'{state.value}'" for state in PROGRESS_STATES) + ")"
 
 
 def _install_progress_v5(db: sqlite3.Connection) -> None:
@@ -576,25 +580,23 @@ class Journal:
             )
             return cursor.rowcount == 1
 
-    def await_reboot(self, update_id: str, text: str) -> UpdateState | None:
+    def await_reboot(self, update_id: str, text: str) -> tuple[UpdateState | None, bool]:
         """The SWLM installed ``update_id``, which counts once the device has rebooted into it
         and the SWLM confirmed it: ``DOWNLOADED`` (its delivery not recorded yet) or
         ``DELIVERED`` becomes ``AWAITING_REBOOT``, whose report has no deadline, with ``text``
-        kept for the status. Returns the state it is in afterwards; unchanged (and not
-        ``AWAITING_REBOOT``) for any other state."""
+        kept for the status; any other state stays. Returns the state it was in before (None:
+        unknown) and whether it entered ``AWAITING_REBOOT`` now."""
         with self._transaction("await_reboot") as db:
-            record = self._record(db, update_id)
-            if record is None:
-                return None
-            if record.state in (UpdateState.DOWNLOADED, UpdateState.DELIVERED):
-                self._enter(db, update_id, UpdateState.AWAITING_REBOOT)
-                db.execute(
-                    "UPDATE updates SET install_percent = 100, install_text = ?, install_at = ?"
-                    " WHERE update_id = ?",
-                    (text, self._clock(), _id(update_id)),
-                )
-                return UpdateState.AWAITING_REBOOT
-            return record.state
+            state = self._state(db, update_id)
+            if state not in (UpdateState.DOWNLOADED, UpdateState.DELIVERED):
+                return state, False
+            self._enter(db, update_id, UpdateState.AWAITING_REBOOT)
+            db.execute(
+                "UPDATE updates SET install_percent = 100, install_text = ?, install_at = ?"
+                " WHERE update_id = ?",
+                (text, self._clock(), _id(update_id)),
+            )
+            return state, True
 
     def download_checkpoint(self, update_id: str, size: int, sha256: str) -> None:
         """The first ``size`` bytes of the partial file have this SHA-256: a resume point."""

@@ -12,7 +12,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._calls import call_user
-from ._client import DEFAULT_TIMEOUT, PROGRESS_REJECTED, Client, Retry
+from ._client import DEFAULT_TIMEOUT, EXTENSION_REJECTED, Client, Retry
 from ._errors import (
     CommandFailed,
     CommandRejected,
@@ -523,7 +523,7 @@ class App:
         try:
             await self.client.send_install_progress(update_id, percent, text)
         except CommandRejected as exc:
-            if exc.reply.startswith(PROGRESS_REJECTED):
+            if exc.reply.startswith(EXTENSION_REJECTED):
                 self.progress_taken = False
                 log.info("the daemon does not take install progress (a 2016 client?); not sent")
             else:

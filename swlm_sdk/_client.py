@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 
@@ -36,7 +37,7 @@ from .protocol import (
 __all__ = [
     "DEFAULT_MAX_REPLY",
     "DEFAULT_TIMEOUT",
-    "PROGRESS_REJECTED",
+    "EXTENSION_REJECTED",
     "Client",
     "Retry",
     "clean_result_text",
@@ -48,6 +49,8 @@ __all__ = [
 
 log = logging.getLogger("swlm_sdk.client")
 
+E = TypeVar("E", bound=Event)
+
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for a reply; the 2016 daemon answers only when the command's work is done."""
 
@@ -58,8 +61,9 @@ MAX_RESULT_TEXT = 4096
 """Result texts are cut to this many characters before sending."""
 
 _TEXT_REJECTED = "Unknown Command: unexpected SendUpdateReport args: ["
-#: How a 2016 daemon answers ``SendInstallProgress`` and ``SendRebootNeeded``: it has neither.
-PROGRESS_REJECTED = "Unknown Command: bad command: "
+#: How a 2016 daemon answers the extension commands (``SendInstallProgress``,
+#: ``SendRebootNeeded``): it has none of them.
+EXTENSION_REJECTED = "Unknown Command: bad command: "
 _NOT_IN_TEXT = re.compile(r"[\r\n;]")
 _HINT = "is the SOTA client running with socket = true in [gateway]?"
 
@@ -106,6 +110,14 @@ def _describe(event: Event) -> str:
     if isinstance(event, ErrorEvent):
         return f"Error: {event.text}"
     return event.name or type(event).__name__
+
+
+def _expect(reply: Event, kind: type[E], failure: str) -> E:
+    """``reply`` if it is the success event ``kind``; else :class:`CommandFailed` saying
+    ``failure`` and what the daemon answered."""
+    if not isinstance(reply, kind):
+        raise CommandFailed(f"{failure}: the daemon answered {_describe(reply)}", reply)
+    return reply
 
 
 def _packages(packages: Iterable[Package | tuple[str, str]]) -> tuple[Package, ...]:
@@ -224,12 +236,7 @@ class Client:
             )
             command = SendUpdateReport(UpdateReport.single(update_id, result))
             reply = await self.send_command(command)
-        if not isinstance(reply, UpdateReportSent):
-            raise CommandFailed(
-                f"report for {update_id} not accepted: the daemon answered {_describe(reply)}",
-                reply,
-            )
-        return reply
+        return _expect(reply, UpdateReportSent, f"report for {update_id} not accepted")
 
     async def send_install_progress(
         self, update_id: str, percent: int, text: str | None = None
@@ -239,7 +246,7 @@ class Client:
 
         A 2016 daemon has no such command: it answers ``Unknown Command: bad command: ...``,
         raised as :class:`CommandRejected` (its ``reply`` starts with
-        :data:`PROGRESS_REJECTED`); :class:`~swlm_sdk.App` then stops sending progress.
+        :data:`EXTENSION_REJECTED`); :class:`~swlm_sdk.App` then stops sending progress.
 
         :raises ProtocolError: ``percent`` is not from 0 to 100, or the update id cannot be
             sent as text.
@@ -250,12 +257,7 @@ class Client:
         """
         command = SendInstallProgress(update_id, percent, clean_result_text(text))
         reply = await self.send_command(command)
-        if not isinstance(reply, InstallProgress):
-            raise CommandFailed(
-                f"progress of {update_id} not taken: the daemon answered {_describe(reply)}",
-                reply,
-            )
-        return reply
+        return _expect(reply, InstallProgress, f"progress of {update_id} not taken")
 
     async def send_reboot_needed(self, update_id: str, text: str | None = None) -> AwaitingReboot:
         """Say that an update is installed but counts only after a reboot and a confirmation:
@@ -264,15 +266,11 @@ class Client:
 
         :raises CommandFailed: the daemon refused it (it does not hold the update).
         :raises CommandRejected: the daemon rejected the command (a 2016 daemon: its reply
-            starts with :data:`PROGRESS_REJECTED`, ``Unknown Command: bad command: ``).
+            starts with :data:`EXTENSION_REJECTED`, ``Unknown Command: bad command: ``).
         :raises TransportError: see :meth:`send_raw`.
         """
         reply = await self.send_command(SendRebootNeeded(update_id, clean_result_text(text)))
-        if not isinstance(reply, AwaitingReboot):
-            raise CommandFailed(
-                f"reboot of {update_id} not awaited: the daemon answered {_describe(reply)}", reply
-            )
-        return reply
+        return _expect(reply, AwaitingReboot, f"reboot of {update_id} not awaited")
 
     async def send_installed_packages(
         self, packages: Iterable[Package | tuple[str, str]]
@@ -287,11 +285,7 @@ class Client:
         :raises TransportError: see :meth:`send_raw`.
         """
         reply = await self.send_command(SendInstalledPackages(_packages(packages)))
-        if not isinstance(reply, InstalledPackagesSent):
-            raise CommandFailed(
-                f"package list not accepted: the daemon answered {_describe(reply)}", reply
-            )
-        return reply
+        return _expect(reply, InstalledPackagesSent, "package list not accepted")
 
 
 async def send_raw(

@@ -119,7 +119,7 @@ MUTANTS = [
     Mutant(
         "install progress is taken only while the update is being installed",
         "sota_client/_install_progress.py",
-        "    if record.state not in _INSTALLING:",
+        "    if record.state not in PROGRESS_STATES:",
         "    if False:",
         ("tests/sota_client/test_install_progress.py",),
     ),
@@ -140,8 +140,8 @@ MUTANTS = [
     Mutant(
         "an update installed for the next boot leaves the report deadline behind",
         "sota_client/_store.py",
-        "                self._enter(db, update_id, UpdateState.AWAITING_REBOOT)",
-        "                self._enter(db, update_id, UpdateState.DELIVERED)",
+        "            self._enter(db, update_id, UpdateState.AWAITING_REBOOT)",
+        "            self._enter(db, update_id, UpdateState.DELIVERED)",
         ("tests/sota_client/test_report_timeout.py", "tests/sota_client/test_install_progress.py"),
     ),
     Mutant(

@@ -278,7 +278,8 @@ async def test_with_nothing_handed_over_it_sleeps_until_an_update_is(
 def test_an_update_awaiting_its_reboot_has_no_deadline(journal: Journal, clocks: Clocks) -> None:
     """The SWLM installed it and reports after the reboot, which may be boots later."""
     deliver(journal, "u1")
-    assert journal.await_reboot("u1", "slot b flashed") is UpdateState.AWAITING_REBOOT
+    assert journal.await_reboot("u1", "slot b flashed") == (UpdateState.DELIVERED, True)
+    assert journal.update_state("u1") is UpdateState.AWAITING_REBOOT
     timeout = watcher(journal, clocks, 600, [])
     clocks.advance(86400)
     timeout.check()

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from swlm_sdk import Client, CommandFailed, CommandRejected, DownloadComplete, ResultCode, Retry
-from swlm_sdk._client import PROGRESS_REJECTED
+from swlm_sdk._client import EXTENSION_REJECTED
 from swlm_sdk._progress import ProgressReporter, report_progress
 from swlm_sdk.app import App
 from swlm_sdk.protocol import (
@@ -48,7 +48,7 @@ async def test_a_2016_daemon_rejects_it_with_bad_command(sock_dir: Path) -> None
     async with FakeDaemon(sock_dir, strict_2016=True) as fake:
         with pytest.raises(CommandRejected) as info:
             await Client(fake.commands_socket).send_install_progress("u1", 40)
-    assert info.value.reply == PROGRESS_REJECTED + "SendInstallProgress u1 40"
+    assert info.value.reply == EXTENSION_REJECTED + "SendInstallProgress u1 40"
 
 
 async def test_a_refusal_is_command_failed(sock_dir: Path) -> None:
@@ -311,4 +311,4 @@ async def test_a_2016_daemon_rejects_reboot_needed(sock_dir: Path) -> None:
     async with FakeDaemon(sock_dir, strict_2016=True) as fake:
         with pytest.raises(CommandRejected) as info:
             await Client(fake.commands_socket).send_reboot_needed("u1")
-    assert info.value.reply == PROGRESS_REJECTED + "SendRebootNeeded u1"
+    assert info.value.reply == EXTENSION_REJECTED + "SendRebootNeeded u1"
