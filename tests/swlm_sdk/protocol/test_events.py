@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from swlm_sdk.protocol import (
     AlreadyAuthenticated,
     Authenticated,
+    AwaitingReboot,
     CommandRejected,
     DownloadComplete,
     DownloadFailed,
@@ -441,3 +442,10 @@ def test_install_progress_golden_bytes() -> None:
         encode_event(InstallProgress("u1", 100))
         == b'{"variant":"InstallProgress","fields":["u1",100,""]}'
     )
+
+
+def test_awaiting_reboot_golden_bytes() -> None:
+    wire = b'{"variant":"AwaitingReboot","fields":["u1","slot b flashed"]}'
+    assert encode_event(AwaitingReboot("u1", "slot b flashed")) == wire
+    assert decode_event(wire) == AwaitingReboot("u1", "slot b flashed")
+    assert encode_event(AwaitingReboot("u1")) == b'{"variant":"AwaitingReboot","fields":["u1",""]}'
