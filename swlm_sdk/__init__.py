@@ -19,6 +19,7 @@ from ._errors import CommandFailed as CommandFailed
 from ._errors import CommandRejected as CommandRejected
 from ._errors import CommandSyntaxError as CommandSyntaxError
 from ._errors import ConfigError as ConfigError
+from ._errors import ConfirmRefused as ConfirmRefused
 from ._errors import DaemonTimeout as DaemonTimeout
 from ._errors import DaemonUnavailable as DaemonUnavailable
 from ._errors import InstallError as InstallError
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from ._client import send_installed_packages as send_installed_packages
     from ._client import send_raw as send_raw
     from ._client import send_update_report as send_update_report
+    from ._control import confirm_update as confirm_update
+    from ._control import control_socket_path as control_socket_path
+    from ._killpoints import kill_point as kill_point
     from ._listener import EventListener as EventListener
     from ._paths import DEFAULT_COMMANDS_SOCKET as DEFAULT_COMMANDS_SOCKET
     from ._paths import DEFAULT_EVENTS_SOCKET as DEFAULT_EVENTS_SOCKET
@@ -54,6 +58,8 @@ if TYPE_CHECKING:
     from ._paths import read_socket_paths as read_socket_paths
     from ._paths import resolve_socket_paths as resolve_socket_paths
     from ._progress import report_progress as report_progress
+    from ._reboot import AwaitingConfirmation as AwaitingConfirmation
+    from ._reboot import RebootNeeded as RebootNeeded
 
 __version__ = "0.1.0"
 
@@ -76,18 +82,25 @@ _LAZY = {
     "read_socket_paths": "_paths",
     "resolve_socket_paths": "_paths",
     "report_progress": "_progress",
+    "AwaitingConfirmation": "_reboot",
+    "RebootNeeded": "_reboot",
+    "confirm_update": "_control",
+    "control_socket_path": "_control",
+    "kill_point": "_killpoints",
 }
 
 __all__ = [
     "DEFAULT_COMMANDS_SOCKET",
     "DEFAULT_EVENTS_SOCKET",
     "App",
+    "AwaitingConfirmation",
     "Backoff",
     "Client",
     "CommandFailed",
     "CommandRejected",
     "CommandSyntaxError",
     "ConfigError",
+    "ConfirmRefused",
     "DaemonTimeout",
     "DaemonUnavailable",
     "DownloadComplete",
@@ -100,6 +113,7 @@ __all__ = [
     "ListenerError",
     "Package",
     "ProtocolError",
+    "RebootNeeded",
     "ResultCode",
     "Retry",
     "SocketPaths",
@@ -109,6 +123,9 @@ __all__ = [
     "UpdateReportSent",
     "__version__",
     "clean_result_text",
+    "confirm_update",
+    "control_socket_path",
+    "kill_point",
     "read_socket_paths",
     "report_progress",
     "resolve_socket_paths",

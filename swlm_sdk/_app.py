@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
@@ -13,16 +14,19 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._calls import call_user
 from ._client import DEFAULT_TIMEOUT, EXTENSION_REJECTED, Client, Retry
+from ._control import ControlServer, control_socket_path
 from ._errors import (
     CommandFailed,
     CommandRejected,
+    ConfigError,
+    ConfirmRefused,
     InstallError,
     ProtocolError,
     SwlmError,
     TransportError,
 )
 from ._image import image_problem
-from ._journal import REPORTABLE_ID, Journal
+from ._journal import REPORTABLE_ID, Journal, JournalEntry
 from ._killpoints import kill_point
 from ._listener import (
     DEFAULT_EVENT_TIMEOUT,
@@ -32,8 +36,9 @@ from ._listener import (
     event_name,
     kinds_match,
 )
-from ._paths import StrPath, resolve_socket_paths
+from ._paths import StrPath, check_socket_path, resolve_socket_paths
 from ._progress import DEFAULT_PROGRESS_INTERVAL, ProgressReporter
+from ._reboot import DEFAULT_BOOT_ID_FILE, AwaitingConfirmation, RebootNeeded, read_boot_id
 from .protocol import (
     DownloadComplete,
     Event,
@@ -45,19 +50,33 @@ from .protocol import (
 
 __all__ = [
     "App",
+    "BootHandler",
     "InstallHandler",
     "Outcome",
     "PackageList",
     "PackagesProvider",
+    "RollbackHandler",
 ]
 
 log = logging.getLogger("swlm_sdk.app")
 
 Outcome: TypeAlias = ResultCode | int | str | tuple[ResultCode | int | str, str] | None
-"""What an install handler returns: a code (``None`` means OK), or ``(code, text)``."""
+"""What an install handler returns: a code (``None`` means OK), or ``(code, text)``; or a
+:class:`RebootNeeded`."""
 
-InstallHandler: TypeAlias = Callable[[DownloadComplete], Outcome | Awaitable[Outcome]]
+InstallHandler: TypeAlias = Callable[
+    [DownloadComplete], Outcome | RebootNeeded | Awaitable[Outcome | RebootNeeded]
+]
 """A sync or async function that installs ``event.update_image``."""
+
+Verdict: TypeAlias = ResultCode | int | str | tuple[ResultCode | int | str, str] | None
+"""What the ``on_boot`` hook returns: a code or ``(code, text)``, or ``None``: no verdict yet."""
+
+BootHandler: TypeAlias = Callable[[AwaitingConfirmation], Verdict | Awaitable[Verdict]]
+"""A sync or async function that decides, after a reboot, whether an update works."""
+
+RollbackHandler: TypeAlias = Callable[[AwaitingConfirmation], Outcome | Awaitable[Outcome]]
+"""A sync or async function that rolls back an update never confirmed; the report's outcome."""
 
 PackageList: TypeAlias = Iterable[Package | tuple[str, str]]
 """Installed packages as :class:`Package` values or ``(name, version)`` pairs."""
@@ -66,6 +85,8 @@ PackagesProvider: TypeAlias = Callable[[], PackageList | Awaitable[PackageList]]
 """A sync or async function returning the installed packages."""
 
 H = TypeVar("H", bound=InstallHandler)
+B = TypeVar("B", bound=BootHandler)
+R = TypeVar("R", bound=RollbackHandler)
 P = TypeVar("P", bound=PackagesProvider)
 F = TypeVar("F", bound=Callable[[Any], object])
 
@@ -91,7 +112,7 @@ def _code_name(code: int | None) -> str:
     return ResultCode(code).name if code is not None else "no code"
 
 
-def _outcome(value: object) -> tuple[ResultCode, str]:
+def _outcome(value: object, what: str = "the install handler") -> tuple[ResultCode, str]:
     if value is None:
         return ResultCode.OK, ""
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
@@ -99,9 +120,13 @@ def _outcome(value: object) -> tuple[ResultCode, str]:
     if isinstance(value, int | str):
         return ResultCode.parse(value), ""
     raise TypeError(
-        f"the install handler returned {value!r}, not a ResultCode, its number or name, "
+        f"{what} returned {value!r}, not a ResultCode, its number or name, "
         "a (code, text) tuple or None"
     )
+
+
+def _install_result(value: object) -> tuple[ResultCode, str] | RebootNeeded:
+    return value if isinstance(value, RebootNeeded) else _outcome(value)
 
 
 def _packages(listed: object) -> tuple[Package, ...]:
@@ -160,9 +185,14 @@ class App:
         event_read_timeout: float = DEFAULT_EVENT_TIMEOUT,
         journal_keep: int = 1000,
         progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        confirm_boots: int = 3,
+        boot_id_file: StrPath = DEFAULT_BOOT_ID_FILE,
+        control_socket: StrPath | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if confirm_boots < 1:
+            raise ValueError(f"confirm_boots must be at least 1, got {confirm_boots}")
         paths = resolve_socket_paths(
             commands_socket=commands_socket, events_socket=events_socket, config=config
         )
@@ -178,11 +208,25 @@ class App:
         self.event_read_timeout = event_read_timeout
         self.journal = Journal(state_dir, keep=journal_keep)
         self.progress_interval = progress_interval
+        self.confirm_boots = confirm_boots
+        self.boot_id_file = boot_id_file
+        self.control_socket = (
+            control_socket_path(state_dir)
+            if control_socket is None
+            else check_socket_path(control_socket, "control socket")
+        )
+        """Where ``swlm confirm`` reaches this App (mode 0600)."""
         #: False once the daemon answered SendInstallProgress as a 2016 client does.
         self.progress_taken = True
         self._progress_warned: set[str] = set()  # installs whose progress failed, warned of
         self._install: InstallHandler | None = None
         self._provider: PackagesProvider | None = None
+        self._on_boot: BootHandler | None = None
+        self._on_rollback: RollbackHandler | None = None
+        self._boot_id: str | None = None  # this boot's, read at each start
+        self._boot_problem = ""  # why it could not be read
+        self._deciding: anyio.Lock | None = None  # one verdict at a time
+        self._announce_refused = False  # a 2016 daemon: SendRebootNeeded is not sent again
         self._observers: list[tuple[tuple[frozenset[str] | None, bool], Callable[[Any], object]]]
         self._observers = []
         self._observed: list[type[Event] | str] = []
@@ -223,6 +267,39 @@ class App:
             raise ValueError("an installed-packages provider is already registered")
         self._provider = provider
         return provider
+
+    def on_boot(self, handler: B) -> B:
+        """Decorator: after each reboot, decide whether each update that awaits its
+        confirmation works (see :class:`RebootNeeded`): ``handler(pending)``.
+
+        It runs once per boot and update, at start-up before the events socket opens, and
+        again when ``swlm confirm`` asks (``pending.manual``). It returns ``OK`` (or
+        ``(OK, text)``) once it has made the update permanent (marked the slot good), a
+        failure code once it has rolled back (or found that the bootloader did), or ``None``:
+        no verdict yet. An update with no verdict in ``confirm_boots`` boots is rolled back at
+        the start of the next one (:meth:`on_rollback`). An exception counts as no verdict,
+        and is logged.
+
+        It must be idempotent: a power cut after it acted and before its verdict is on disk
+        makes it run again in the same boot. Without a hook, ``swlm confirm`` confirms.
+        """
+        if self._on_boot is not None:
+            raise ValueError("an on_boot handler is already registered")
+        self._on_boot = handler
+        return handler
+
+    def on_rollback(self, handler: R) -> R:
+        """Decorator: roll back an update not confirmed within ``confirm_boots`` boots, at the
+        start of the next one: ``handler(pending)`` (``pending.boots`` is ``confirm_boots``)
+        returns the failure to report, e.g. ``(ResultCode.INSTALL_FAILED, "rolled back to slot
+        a after 3 unconfirmed boots")``. Without it the App reports ``INSTALL_FAILED`` ("not
+        confirmed after 3 boots") and rolls nothing back. Like :meth:`on_boot` it must be
+        idempotent; if it raises, ``INTERNAL_ERROR`` is reported with its text.
+        """
+        if self._on_rollback is not None:
+            raise ValueError("an on_rollback handler is already registered")
+        self._on_rollback = handler
+        return handler
 
     def on_event(self, *kinds: type[Event] | str) -> Callable[[F], F]:
         """Decorator: also call ``handler(event)`` for these event kinds (observers).
@@ -315,6 +392,7 @@ class App:
         are delivered all along, from start-up on."""
         await self._open_journal()
         self._begin_run()
+        await self._check_boots()
         slots = anyio.Semaphore(self.concurrency)
         listener = EventListener(
             self.events_socket,
@@ -345,6 +423,11 @@ class App:
     def _begin_run(self) -> None:
         """Fresh per-run state; a :meth:`stop` that came before the start stops at once."""
         self._wake = anyio.Event()
+        self._deciding = anyio.Lock()
+        try:
+            self._boot_id, self._boot_problem = read_boot_id(self.boot_id_file), ""
+        except ConfigError as exc:
+            self._boot_id, self._boot_problem = None, str(exc)
         self._closing = False
         self._packages_due = self._provider is not None
         self._dispatch_scope = anyio.CancelScope()
@@ -362,7 +445,7 @@ class App:
         ``installs``, ``concurrency`` at a time; then close the socket (shutdown phase 1), so
         that the daemon sees no more events are taken."""
         assert self._dispatch_scope is not None
-        async with listener:
+        async with listener, ControlServer(self.control_socket, self.confirm):
             log.info(
                 "SWLM ready: events on %s, reports to %s", listener.path, self.client.socket_path
             )
@@ -432,6 +515,13 @@ class App:
                 _code_name(entry.code),
             )
             return
+        if entry is not None and entry.state == "awaiting_reboot":
+            log.info(
+                "update %s is installed and awaits its confirmation after a reboot: ignoring "
+                "the redelivery",
+                update_id,
+            )
+            return
         if entry is not None and entry.state == "pending":
             log.info(
                 "update %s was handled already (%s) and its report is not acknowledged yet: "
@@ -458,11 +548,15 @@ class App:
                 return
             await self.journal.mark_installing(update_id)
             log.info("installing update %s from %s", update_id, event.update_image)
-            code, text = await self._run_install(event)
+            result = await self._run_install(event)
             kill_point("swlm.install.done")
             with anyio.CancelScope(shield=True):
-                await self.journal.record(update_id, code, text)
-            log.info("update %s finished: %s %s", update_id, code.name, text)
+                if isinstance(result, RebootNeeded):
+                    await self._await_reboot(update_id, result.text[:_MAX_TEXT])
+                else:
+                    code, text = result
+                    await self.journal.record(update_id, code, text)
+                    log.info("update %s finished: %s %s", update_id, code.name, text)
             self._kick()
         finally:
             self._active.discard(update_id)
@@ -486,7 +580,7 @@ class App:
             kill_point("swlm.image.checked")
         return problem
 
-    async def _run_install(self, event: DownloadComplete) -> tuple[ResultCode, str]:
+    async def _run_install(self, event: DownloadComplete) -> tuple[ResultCode, str] | RebootNeeded:
         handler = self._install
         assert handler is not None
         kill_point("swlm.install.start")
@@ -497,7 +591,7 @@ class App:
             async with progress.sending():  # report_progress() in the handler
                 # A sync install cannot be interrupted half-way (think dpkg): let it finish.
                 value = await call_user(handler, event, shield_thread=True)
-            return _outcome(value)
+            return _install_result(value)
         except InstallError as exc:
             return exc.code, exc.text
         except anyio.get_cancelled_exc_class():
@@ -536,6 +630,186 @@ class App:
             self._progress_warned.add(update_id)
             log.warning("progress of update %s not taken (the install goes on): %s", update_id, why)
 
+    # -- reboot, confirm, rollback --------------------------------------------------------
+
+    async def _await_reboot(self, update_id: str, text: str) -> None:
+        if self._boot_id is None:
+            log.error(
+                "update %s is installed and needs a reboot, but %s; reporting INTERNAL_ERROR",
+                update_id,
+                self._boot_problem,
+            )
+            problem = f"installed, needs a reboot, but {self._boot_problem}"
+            await self.journal.record(update_id, ResultCode.INTERNAL_ERROR, problem[:_MAX_TEXT])
+            return
+        await self.journal.await_reboot(update_id, text, self._boot_id)
+        log.info(
+            "update %s is installed and counts once the device has rebooted into it and it is "
+            "confirmed: %s",
+            update_id,
+            text or "(no text)",
+        )
+
+    async def _check_boots(self) -> None:
+        """At start-up, for each update that awaits its confirmation: count this boot if it
+        is a new one, then ask the ``on_boot`` hook, once a boot (the journal says if it was)."""
+        awaiting = self.journal.awaiting_reboot()
+        if self._boot_id is None:
+            if awaiting:
+                log.error(
+                    "%d update(s) await their confirmation after a reboot, but %s: they stay "
+                    "unconfirmed until the boot id can be read",
+                    len(awaiting),
+                    self._boot_problem,
+                )
+            else:
+                log.warning("%s: an install that needs a reboot will fail", self._boot_problem)
+            return
+        for update_id, entry in awaiting:
+            if entry.boot_id != self._boot_id:
+                counted = await self.journal.count_boot(update_id, self._boot_id)
+                assert counted is not None
+                entry = counted
+                log.info(
+                    "update %s: boot %d of at most %d into it",
+                    update_id,
+                    entry.boots,
+                    self.confirm_boots,
+                )
+            if entry.boots > 0 and not entry.checked:
+                with contextlib.suppress(ConfirmRefused):
+                    await self._decide(update_id, manual=False)
+
+    async def confirm(self, update_id: str) -> str:
+        """Confirm an update that awaits its confirmation after a reboot, as ``swlm confirm``
+        does: the ``on_boot`` hook is asked with ``pending.manual`` set (without a hook, the
+        update is confirmed). The text of the report to be sent, or:
+
+        :raises ConfirmRefused: the update does not await a confirmation (unknown, already
+            reported, not rebooted into yet) or the hook gave no verdict, with why.
+        """
+        return await self._decide(update_id, manual=True)
+
+    async def _decide(self, update_id: str, *, manual: bool) -> str:
+        """Journal what follows for one update: the report of the ``on_boot`` hook's verdict;
+        or, once it went ``confirm_boots`` boots unconfirmed (checked at the start of the next
+        one), the rollback's report; or that the hook was asked in this boot. The report's
+        text; ConfirmRefused if there is no report."""
+        if self._deciding is None:
+            raise RuntimeError("the App is not serving")
+        async with self._deciding:
+            entry = self._awaiting(update_id)
+            overdue = entry.boots > self.confirm_boots and not manual
+            boots = min(entry.boots, self.confirm_boots)
+            pending = AwaitingConfirmation(update_id, entry.text, boots, manual)
+            verdict = None if overdue else await self._ask_on_boot(pending)
+            kill_point("swlm.boot.decided")
+            with anyio.CancelScope(shield=True):
+                if verdict is None and manual:
+                    raise ConfirmRefused(
+                        f"the on_boot handler gave no verdict for update {update_id}: see the "
+                        "SWLM's log"
+                    )
+                if verdict is None and not overdue:
+                    await self.journal.mark_checked(update_id)
+                    log.warning(
+                        "update %s is not confirmed in boot %d of %d; it is rolled back at the "
+                        "start of boot %d unless confirmed before: swlm confirm --state-dir %s %s",
+                        update_id,
+                        entry.boots,
+                        self.confirm_boots,
+                        self.confirm_boots + 1,
+                        self.journal.directory,
+                        update_id,
+                    )
+                    raise ConfirmRefused("no verdict in this boot")
+                code, text = verdict or await self._roll_back(pending)
+                text = text or entry.text
+                await self.journal.record(update_id, code, text)
+            log.info("update %s after its reboot: %s %s", update_id, code.name, text)
+            self._kick()
+            return text
+
+    def _awaiting(self, update_id: str) -> JournalEntry:
+        """The entry of an update that awaits its confirmation, else ConfirmRefused."""
+        entry = self.journal.get(update_id)
+        if entry is None:
+            raise ConfirmRefused(f"update {update_id!r} is unknown to this SWLM")
+        if entry.state in ("pending", "sent"):
+            raise ConfirmRefused(
+                f"update {update_id} is already reported: {_code_name(entry.code)} {entry.text}"
+            )
+        if entry.state == "installing":
+            raise ConfirmRefused(f"update {update_id} is being installed")
+        if entry.boots == 0:
+            raise ConfirmRefused(
+                f"update {update_id} is installed, but the device has not rebooted into it "
+                "yet: reboot first"
+            )
+        return entry
+
+    async def _ask_on_boot(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str] | None:
+        hook = self._on_boot
+        if hook is None:
+            return (ResultCode.OK, "") if pending.manual else None
+        try:
+            value = await call_user(hook, pending, shield_thread=True)
+            return None if value is None else _outcome(value, "the on_boot handler")
+        except InstallError as exc:
+            return exc.code, exc.text
+        except Exception:
+            log.exception(
+                "the on_boot handler failed for update %s: no verdict in this boot",
+                pending.update_id,
+            )
+            return None
+
+    async def _roll_back(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str]:
+        """The failure to report for an update never confirmed, from the ``on_rollback`` hook
+        (a success it returns is reported ``INSTALL_FAILED``: the update did not stay)."""
+        reason = f"not confirmed after {pending.boots} boot{'' if pending.boots == 1 else 's'}"
+        log.error("update %s is %s: rolling it back", pending.update_id, reason)
+        hook = self._on_rollback
+        if hook is None:
+            return ResultCode.INSTALL_FAILED, reason
+        try:
+            value = await call_user(hook, pending, shield_thread=True)
+            code, text = _outcome(value, "the on_rollback handler")
+        except InstallError as exc:
+            code, text = exc.code, exc.text
+        except Exception as exc:
+            log.exception("the on_rollback handler failed for update %s", pending.update_id)
+            failed = f"{reason}, and the rollback failed: {type(exc).__name__}: {exc}"
+            return ResultCode.INTERNAL_ERROR, failed[:_MAX_TEXT]
+        if code in (ResultCode.OK, ResultCode.ALREADY_PROCESSED):
+            code = ResultCode.INSTALL_FAILED
+        return code, text or reason
+
+    async def _announce(self, update_id: str, entry: JournalEntry) -> bool:
+        """Tell the daemon that the update counts after a reboot (``SendRebootNeeded``), so
+        that it holds back its report deadline; False if it must be tried again."""
+        if not self._announce_refused:
+            try:
+                await self.client.send_reboot_needed(update_id, entry.text or None)
+            except CommandRejected as exc:
+                if not exc.reply.startswith(EXTENSION_REJECTED):
+                    log.warning("the daemon refused SendRebootNeeded for %s: %s", update_id, exc)
+                else:
+                    self._announce_refused = True
+                    log.info(
+                        "the daemon does not take SendRebootNeeded (a 2016 client?): the "
+                        "reports of updates that need a reboot follow after it"
+                    )
+            except CommandFailed as exc:
+                log.warning("the daemon refused SendRebootNeeded for %s: %s", update_id, exc)
+            except SwlmError as exc:
+                log.warning("SendRebootNeeded for %s not delivered: %s; will retry", update_id, exc)
+                return False
+            kill_point("swlm.reboot.announced")
+        with anyio.CancelScope(shield=True):
+            await self.journal.mark_announced(update_id)
+        return True
+
     # -- reporting ----------------------------------------------------------------------
 
     def _kick(self) -> None:
@@ -566,7 +840,11 @@ class App:
                 await self._wait_kick()
 
     async def _deliver_once(self) -> bool:
-        """Send every pending report, then the package list if due; False if one failed."""
+        """Say which updates await a reboot, send every pending report, then the package list
+        if due; False if one failed."""
+        for update_id, entry in self.journal.awaiting_reboot():
+            if not entry.announced and not await self._announce(update_id, entry):
+                return False
         for update_id, entry in self.journal.pending():
             code = ResultCode.parse(entry.code if entry.code is not None else 18)
             try:

@@ -2,11 +2,13 @@
 
 Exit codes (stable, for shell scripts):
 
-* 0: done; the daemon accepted the command.
+* 0: done; the daemon accepted the command (``confirm``: the SWLM confirmed the update).
 * 1: the daemon answered with an error: a rejection text (``Unknown Command: ...``) or a
-  failure event (``Error``, ``NotAuthenticated``, ``DownloadFailed``, ``InstallFailed``).
+  failure event (``Error``, ``NotAuthenticated``, ``DownloadFailed``, ``InstallFailed``);
+  ``confirm``: the SWLM did not confirm the update, and says why.
 * 2: usage error: bad arguments, result code, update id or config file.
-* 3: no valid answer: the daemon is unreachable, timed out, or answered garbage.
+* 3: no valid answer: the daemon (``confirm``: the SWLM) is unreachable, timed out, or
+  answered garbage.
 * 4: ``listen`` could not create the events socket.
 * 5: ``listen`` could not pass an event on: its standard output is closed or failing.
 """
@@ -26,10 +28,12 @@ import anyio
 import msgspec
 
 from ._client import DEFAULT_TIMEOUT, Client, Retry
+from ._control import DEFAULT_CONFIRM_TIMEOUT, confirm_update, control_socket_path
 from ._errors import (
     CommandFailed,
     CommandRejected,
     ConfigError,
+    ConfirmRefused,
     ListenerError,
     ProtocolError,
     SwlmError,
@@ -179,6 +183,25 @@ def _parser() -> argparse.ArgumentParser:
 
     send = sub("send", "send one raw command and print the reply as it came")
     send.add_argument("raw", metavar="'COMMAND'", help="e.g. 'GetUpdateRequests'")
+
+    confirm = commands.add_parser(
+        "confirm",
+        help="confirm an update after the reboot into it (to the running App, not the daemon)",
+        description="Ask the running SWLM (an swlm_sdk App) to confirm an update that awaits "
+        "its confirmation after a reboot; it runs its on_boot hook, then reports the update.",
+    )
+    where = confirm.add_mutually_exclusive_group(required=True)
+    where.add_argument("--state-dir", metavar="DIR", help="the App's state directory")
+    where.add_argument("--control-socket", metavar="PATH", help="the App's control socket")
+    confirm.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=DEFAULT_CONFIRM_TIMEOUT,
+        help=f"seconds to wait for the SWLM (default {DEFAULT_CONFIRM_TIMEOUT:g})",
+    )
+    confirm.add_argument("-v", "--verbose", action="count", default=0, help="log more")
+    confirm.add_argument("update_id", metavar="ID")
 
     sub("codes", "print the result-code table")
     return parser
@@ -331,6 +354,15 @@ async def _send(args: argparse.Namespace) -> int:
     return _check_reply(reply)
 
 
+async def _confirm(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        _fail(EXIT_USAGE, f"--timeout must be positive, got {args.timeout:g}")
+    path = args.control_socket or control_socket_path(args.state_dir)
+    text = await confirm_update(path, args.update_id, reply_timeout=args.timeout)
+    print(f"confirmed update {args.update_id}: {text}" if text else "confirmed", flush=True)
+    return EXIT_OK
+
+
 def _codes() -> int:
     width = max(len(code.name) for code in ResultCode)
     for code in ResultCode:
@@ -339,7 +371,13 @@ def _codes() -> int:
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
-    handlers = {"listen": _listen, "report": _report, "packages": _packages, "send": _send}
+    handlers = {
+        "listen": _listen,
+        "report": _report,
+        "packages": _packages,
+        "send": _send,
+        "confirm": _confirm,
+    }
     result: int = await handlers[args.command](args)
     return result
 
@@ -366,6 +404,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_REJECTED
     except CommandFailed as exc:
         print(f"swlm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except ConfirmRefused as exc:
+        print(f"swlm: the SWLM did not confirm it: {exc}", file=sys.stderr)
         return EXIT_REJECTED
     except TransportError as exc:
         print(f"swlm: {exc}", file=sys.stderr)

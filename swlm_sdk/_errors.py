@@ -8,6 +8,7 @@
      ├── CommandRejected          the daemon answered with an error text, not an event
      ├── CommandFailed            the daemon ran the command and answered with a failure event
      ├── ConfigError              a socket path or the daemon's TOML config is unusable
+     ├── ConfirmRefused           the App did not confirm an update after its reboot
      ├── TransportError           the daemon could not be reached or did not answer
      │    ├── DaemonUnavailable   no socket, or nobody listening on it
      │    ├── DaemonTimeout       connected, but no complete answer in time
@@ -28,6 +29,7 @@ __all__ = [
     "CommandRejected",
     "CommandSyntaxError",
     "ConfigError",
+    "ConfirmRefused",
     "DaemonTimeout",
     "DaemonUnavailable",
     "InstallError",
@@ -81,6 +83,11 @@ class CommandFailed(SwlmError):
 
 class ConfigError(SwlmError):
     """A socket path, or the daemon's TOML config file it was read from, cannot be used."""
+
+
+class ConfirmRefused(SwlmError):
+    """The App did not confirm the update; the message says why (unknown, not rebooted into
+    yet, the ``on_boot`` hook gave no verdict, already reported)."""
 
 
 class TransportError(SwlmError):

@@ -24,7 +24,7 @@ __all__ = ["REPORTABLE_ID", "Journal", "JournalEntry"]
 
 log = logging.getLogger("swlm_sdk.app")
 
-State = Literal["installing", "pending", "sent"]
+State = Literal["installing", "awaiting_reboot", "pending", "sent"]
 
 REPORTABLE_ID = re.compile(r"[^ \t\r\n;]{1,1024}")
 """An update id that ``SendUpdateReport`` can carry as text (``fullmatch``); the App ignores
@@ -39,18 +39,28 @@ _Id = Annotated[str, msgspec.Meta(pattern=f"^{REPORTABLE_ID.pattern}\\Z")]
 _Code = Annotated[int, msgspec.Meta(ge=int(min(ResultCode)), le=int(max(ResultCode)))]
 
 
-class JournalEntry(msgspec.Struct, frozen=True):
+class JournalEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """What is known about one update.
 
     ``installing``: an install started and has not finished (if found at start-up, the SWLM
-    stopped during it). ``pending``: the report (``code``, ``text``) is not yet accepted by the
-    daemon. ``sent``: it was.
+    stopped during it). ``awaiting_reboot``: installed, it counts once the device has rebooted
+    into it and it is confirmed; ``text`` is what the handler said. ``pending``: the report
+    (``code``, ``text``) is not yet accepted by the daemon. ``sent``: it was.
+
+    For ``awaiting_reboot`` only: ``boot_id`` is the boot last counted (at first, the boot of
+    the install), ``boots`` the boots since the install, ``checked`` whether the ``on_boot``
+    hook ran in boot ``boot_id`` without a verdict, and ``announced`` whether the daemon took
+    ``SendRebootNeeded`` (or cannot take it: a 2016 daemon).
     """
 
     state: State
     code: _Code | None = None
     text: str = ""
     seq: int = 0
+    boot_id: str = ""
+    boots: int = 0
+    checked: bool = False
+    announced: bool = False
 
 
 class _Document(msgspec.Struct):
@@ -67,8 +77,10 @@ def _decode(data: bytes) -> _Document:
         raise ValueError(f"larger than {_MAX_FILE} bytes")
     document = msgspec.json.decode(data, type=_Document)
     for update_id, entry in document.updates.items():
-        if entry.state != "installing" and entry.code is None:
+        if entry.state in ("pending", "sent") and entry.code is None:
             raise ValueError(f"the {entry.state} report for update {update_id!r} has no code")
+        if entry.state == "awaiting_reboot" and not entry.boot_id:
+            raise ValueError(f"update {update_id!r} awaits a reboot but has no boot id")
     return document
 
 
@@ -134,6 +146,11 @@ class Journal:
         """Updates whose install started but never finished."""
         return [k for k, e in self._entries.items() if e.state == "installing"]
 
+    def awaiting_reboot(self) -> list[tuple[str, JournalEntry]]:
+        """Updates installed that count once the device has rebooted into them, oldest first."""
+        found = [(k, e) for k, e in self._entries.items() if e.state == "awaiting_reboot"]
+        return sorted(found, key=lambda item: item[1].seq)
+
     async def mark_installing(self, update_id: str) -> None:
         """Record that an install starts."""
         await self._put(update_id, JournalEntry("installing"))
@@ -143,6 +160,40 @@ class Journal:
         """Record an install's result as a pending report."""
         await self._put(update_id, JournalEntry("pending", code, text))
         kill_point("swlm.journal.pending")
+
+    async def await_reboot(self, update_id: str, text: str, boot_id: str) -> None:
+        """Record that the install is done but counts only after a reboot (this is ``boot_id``)."""
+        await self._put(update_id, JournalEntry("awaiting_reboot", text=text, boot_id=boot_id))
+        kill_point("swlm.journal.awaiting_reboot")
+
+    async def mark_announced(self, update_id: str) -> None:
+        """Record that the daemon took ``SendRebootNeeded`` (or cannot): it is not sent again."""
+        await self._change_awaiting(update_id, announced=True)
+        kill_point("swlm.journal.announced")
+
+    async def count_boot(self, update_id: str, boot_id: str) -> JournalEntry | None:
+        """Record that the device booted again (as ``boot_id``) while the update awaits its
+        confirmation; the updated entry, or None if it does not await one."""
+        entry = self._entries.get(update_id)
+        if entry is None or entry.state != "awaiting_reboot":
+            return None
+        await self._change_awaiting(
+            update_id, boot_id=boot_id, boots=entry.boots + 1, checked=False
+        )
+        kill_point("swlm.journal.boot_counted")
+        return self._entries[update_id]
+
+    async def mark_checked(self, update_id: str) -> None:
+        """Record that the ``on_boot`` hook gave no verdict in this boot: not asked again in it."""
+        await self._change_awaiting(update_id, checked=True)
+        kill_point("swlm.journal.checked")
+
+    async def _change_awaiting(self, update_id: str, **changes: object) -> None:
+        # In place (same seq): an update's place among the pending reports does not change.
+        entry = self._entries.get(update_id)
+        if entry is not None and entry.state == "awaiting_reboot":
+            self._entries[update_id] = msgspec.structs.replace(entry, **changes)
+            await self._persist()
 
     async def mark_sent(self, update_id: str) -> None:
         """Record that the daemon accepted the report: it is final, never sent again."""

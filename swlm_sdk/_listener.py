@@ -26,9 +26,11 @@ __all__ = [
     "DEFAULT_MAX_EVENT",
     "EventKinds",
     "EventListener",
+    "bind_own_socket",
     "compile_kinds",
     "event_name",
     "kinds_match",
+    "unlink_own_socket",
 ]
 
 log = logging.getLogger("swlm_sdk.listener")
@@ -75,6 +77,67 @@ def kinds_match(kinds: tuple[frozenset[str] | None, bool], event: Event) -> bool
 
 def _preview(data: bytes) -> str:
     return repr(data[:120]) + ("..." if len(data) > 120 else "")
+
+
+def _clear_stale(path: str, what: str) -> None:
+    """Remove a dead socket at ``path``; refuse to touch anything else."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ListenerError(f"cannot check {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a socket"
+        raise ListenerError(
+            f"{path} exists and is {kind}; refusing to replace it. "
+            f"Remove it or choose another {what} path"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise ListenerError(f"cannot check socket {path}: {exc.strerror}") from None
+    else:
+        raise ListenerError(
+            f"another process is already listening on {path}; stop it or choose another {what} path"
+        )
+    finally:
+        probe.close()
+    log.info("removing stale %s %s", what, path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def bind_own_socket(
+    path: str, mode: int, what: str
+) -> tuple[SocketListener, tuple[int, int]]:
+    """Listen on a new Unix socket at ``path`` with permissions ``mode``, replacing a stale
+    one a dead process left; also the socket's identity, for :func:`unlink_own_socket`.
+
+    :raises ListenerError: ``path`` is another file, a live socket, or cannot be created.
+    """
+    await anyio.to_thread.run_sync(_clear_stale, path, what)
+    try:
+        listener = await anyio.create_unix_listener(path, mode=mode)
+    except OSError as exc:
+        raise ListenerError(f"cannot create {what} {path}: {exc.strerror or exc}") from None
+    info = os.lstat(path)
+    return listener, (info.st_dev, info.st_ino)
+
+
+def unlink_own_socket(path: str, identity: tuple[int, int] | None) -> None:
+    """Remove the socket at ``path`` if it is still ours: another listener may have replaced
+    it after a stale-check."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if (info.st_dev, info.st_ino) == identity:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class EventListener:
@@ -142,59 +205,12 @@ class EventListener:
         """Whether ``event`` passes the ``kinds`` filter."""
         return kinds_match((self._names, self._unknown), event)
 
-    def _clear_stale(self) -> None:
-        """Remove a dead socket at our path; refuse to touch anything else."""
-        try:
-            info = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise ListenerError(f"cannot check {self.path}: {exc.strerror}") from None
-        if not stat.S_ISSOCK(info.st_mode):
-            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a socket"
-            raise ListenerError(
-                f"{self.path} exists and is {kind}; refusing to replace it. "
-                "Remove it or choose another events socket path"
-            )
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(self.path)
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                raise ListenerError(f"cannot check socket {self.path}: {exc.strerror}") from None
-        else:
-            raise ListenerError(
-                f"another process is already listening on {self.path}; "
-                "stop it or choose another events socket path"
-            )
-        finally:
-            probe.close()
-        log.info("removing stale events socket %s", self.path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
     async def _bind(self) -> SocketListener:
-        await anyio.to_thread.run_sync(self._clear_stale)
-        try:
-            listener = await anyio.create_unix_listener(self.path, mode=self.mode)
-        except OSError as exc:
-            raise ListenerError(
-                f"cannot create events socket {self.path}: {exc.strerror or exc}"
-            ) from None
-        info = os.lstat(self.path)
-        self._identity = (info.st_dev, info.st_ino)
+        listener, self._identity = await bind_own_socket(self.path, self.mode, "events socket")
         return listener
 
     def _unlink(self) -> None:
-        # Only our own socket: another listener may have replaced it after a stale-check.
-        try:
-            info = os.lstat(self.path)
-        except OSError:
-            return
-        if (info.st_dev, info.st_ino) == self._identity:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+        unlink_own_socket(self.path, self._identity)
 
     async def __aenter__(self) -> Self:
         if self._stack is not None:
