@@ -58,8 +58,10 @@ if TYPE_CHECKING:
     from ._paths import read_socket_paths as read_socket_paths
     from ._paths import resolve_socket_paths as resolve_socket_paths
     from ._progress import report_progress as report_progress
+    from ._reboot import DEFAULT_BOOT_ID_FILE as DEFAULT_BOOT_ID_FILE
     from ._reboot import AwaitingConfirmation as AwaitingConfirmation
     from ._reboot import RebootNeeded as RebootNeeded
+    from ._reboot import read_boot_id as read_boot_id
 
 __version__ = "0.1.0"
 
@@ -84,12 +86,15 @@ _LAZY = {
     "report_progress": "_progress",
     "AwaitingConfirmation": "_reboot",
     "RebootNeeded": "_reboot",
+    "DEFAULT_BOOT_ID_FILE": "_reboot",
+    "read_boot_id": "_reboot",
     "confirm_update": "_control",
     "control_socket_path": "_control",
     "kill_point": "_killpoints",
 }
 
 __all__ = [
+    "DEFAULT_BOOT_ID_FILE",
     "DEFAULT_COMMANDS_SOCKET",
     "DEFAULT_EVENTS_SOCKET",
     "App",
@@ -126,6 +131,7 @@ __all__ = [
     "confirm_update",
     "control_socket_path",
     "kill_point",
+    "read_boot_id",
     "read_socket_paths",
     "report_progress",
     "resolve_socket_paths",

@@ -293,8 +293,11 @@ class App:
         start of the next one: ``handler(pending)`` (``pending.boots`` is ``confirm_boots``)
         returns the failure to report, e.g. ``(ResultCode.INSTALL_FAILED, "rolled back to slot
         a after 3 unconfirmed boots")``. Without it the App reports ``INSTALL_FAILED`` ("not
-        confirmed after 3 boots") and rolls nothing back. Like :meth:`on_boot` it must be
-        idempotent; if it raises, ``INTERNAL_ERROR`` is reported with its text.
+        confirmed after 3 boots") and rolls nothing back. It is also called, with
+        ``pending.boots == 0``, for an install the SWLM was killed in, to undo what it may have
+        done (that update is reported ``INTERNAL_ERROR``, whatever the hook returns). Like
+        :meth:`on_boot` it must be idempotent; if it raises, ``INTERNAL_ERROR`` is reported
+        with its text.
         """
         if self._on_rollback is not None:
             raise ValueError("an on_rollback handler is already registered")
@@ -413,11 +416,13 @@ class App:
         log.info("SWLM stopped")
 
     async def _open_journal(self) -> None:
-        """Open the journal; an install the last run left unfinished is reported as failed,
-        since nobody knows how far it got."""
+        """Open the journal; an install the last run left unfinished is rolled back (if there
+        is an ``on_rollback`` hook) and reported as failed, since nobody knows how far it got."""
         await self.journal.open()
         for update_id in self.journal.interrupted():
             log.error("update %s: %s; reporting INTERNAL_ERROR", update_id, _INTERRUPTED)
+            if self._on_rollback is not None:  # undo what the install may have done
+                await self._roll_back(AwaitingConfirmation(update_id, _INTERRUPTED, boots=0))
             await self.journal.record(update_id, ResultCode.INTERNAL_ERROR, _INTERRUPTED)
 
     def _begin_run(self) -> None:
@@ -767,8 +772,11 @@ class App:
     async def _roll_back(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str]:
         """The failure to report for an update never confirmed, from the ``on_rollback`` hook
         (a success it returns is reported ``INSTALL_FAILED``: the update did not stay)."""
-        reason = f"not confirmed after {pending.boots} boot{'' if pending.boots == 1 else 's'}"
-        log.error("update %s is %s: rolling it back", pending.update_id, reason)
+        if pending.boots:
+            reason = f"not confirmed after {pending.boots} boot{'' if pending.boots == 1 else 's'}"
+        else:
+            reason = "the install was interrupted"
+        log.error("update %s: %s; rolling it back", pending.update_id, reason)
         hook = self._on_rollback
         if hook is None:
             return ResultCode.INSTALL_FAILED, reason

@@ -11,20 +11,33 @@ from typing import Self
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from . import _client
+from . import _client, _control
 from ._client import DEFAULT_TIMEOUT, Retry
+from ._control import DEFAULT_CONFIRM_TIMEOUT
 from ._listener import DEFAULT_EVENT_TIMEOUT, DEFAULT_MAX_EVENT, EventKinds, EventListener
 from ._paths import StrPath
 from .protocol import Command, Event, InstalledPackagesSent, Package, ResultCode, UpdateReportSent
 
 __all__ = [
     "EventStream",
+    "confirm_update",
     "listen",
     "send_command",
     "send_installed_packages",
     "send_raw",
     "send_update_report",
 ]
+
+
+def confirm_update(
+    control_socket: str, update_id: str, *, reply_timeout: float = DEFAULT_CONFIRM_TIMEOUT
+) -> str:
+    """Blocking :func:`swlm_sdk.confirm_update`. Do not call it from inside an event loop."""
+    return anyio.run(
+        functools.partial(
+            _control.confirm_update, control_socket, update_id, reply_timeout=reply_timeout
+        )
+    )
 
 
 def send_raw(

@@ -5,6 +5,7 @@ Do not call these functions from inside a running event loop; use the async ones
 
 from ._client import Retry as Retry
 from ._sync import EventStream as EventStream
+from ._sync import confirm_update as confirm_update
 from ._sync import listen as listen
 from ._sync import send_command as send_command
 from ._sync import send_installed_packages as send_installed_packages
@@ -14,6 +15,7 @@ from ._sync import send_update_report as send_update_report
 __all__ = [
     "EventStream",
     "Retry",
+    "confirm_update",
     "listen",
     "send_command",
     "send_installed_packages",

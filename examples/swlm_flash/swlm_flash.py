@@ -7,6 +7,12 @@ A template to copy: it depends only on ``swlm_sdk`` and the standard library. Li
 The update is a bundle: an uncompressed tar holding exactly ``manifest.json``
 (``{"name": ..., "version": "1.4.2", "sha256": <hex of image.bin>, "size": <bytes>}``) and
 ``image.bin``. Build one with :func:`make_bundle`.
+
+A flashed slot is on trial: the device boots it at most ``max_tries`` times, and falls back to
+the old slot unless it is confirmed. Only then is the update reported ``OK``. The boot state
+file stands for the bootloader's environment, and :meth:`Flasher.load` for what the bootloader
+does at each boot (ADAPT: on a device, U-Boot's ``bootcount``/``bootlimit``/``altbootcmd``,
+GRUB's ``grubenv``, or RAUC's slot status do this).
 """
 
 from __future__ import annotations
@@ -27,8 +33,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swlm_sdk import DownloadComplete, InstallError, ResultCode, SwlmError, report_progress
+from swlm_sdk import (
+    DEFAULT_BOOT_ID_FILE,
+    AwaitingConfirmation,
+    ConfigError,
+    DownloadComplete,
+    InstallError,
+    RebootNeeded,
+    ResultCode,
+    SwlmError,
+    control_socket_path,
+    kill_point,
+    read_boot_id,
+    report_progress,
+)
 from swlm_sdk.app import App
+from swlm_sdk.sync import confirm_update
 
 log = logging.getLogger("swlm_flash")
 
@@ -45,6 +65,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 # ADAPT: this example's version scheme is dotted numbers ("1.4.2"); change `version_key` too.
 VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,7}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_MAX_TRIES = 3  # ADAPT: boots a new slot gets to be confirmed (U-Boot's bootlimit)
+TRIAL_STATES = ("trying", "good", "fell_back", "rolled_back")
 
 
 def progress(percent: int, text: str) -> None:
@@ -171,7 +193,33 @@ def make_bundle(path: str | os.PathLike[str], name: str, version: str, image: by
 
 def empty_boot_state() -> dict[str, Any]:
     """A device whose slots were never flashed by this SWLM: slot a is active."""
-    return {"active": "a", "a": None, "b": None}
+    return {"active": "a", "a": None, "b": None, "booted": "a", "boot_id": "", "trial": None}
+
+
+def other(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def _check_trial(trial: object) -> None:
+    """A trial is what the last flash left: ``{"slot", "from", "tries", "max_tries",
+    "status", "update_id", "name", "version"}`` (and ``why`` once it failed)."""
+    if trial is None:
+        return
+    if not (
+        isinstance(trial, dict)
+        and trial.get("slot") in SLOTS
+        and trial.get("from") == other(trial["slot"])
+        and isinstance(trial.get("tries"), int)
+        and not isinstance(trial["tries"], bool)
+        and trial["tries"] >= 0
+        and isinstance(trial.get("max_tries"), int)
+        and not isinstance(trial["max_tries"], bool)
+        and trial["max_tries"] >= 1
+        and trial.get("status") in TRIAL_STATES
+        and all(isinstance(trial.get(k), str) for k in ("update_id", "name", "version"))
+        and isinstance(trial.get("why", ""), str)
+    ):
+        raise ValueError("'trial' must be null or a trial record")
 
 
 def load_boot_state(path: Path) -> dict[str, Any]:
@@ -200,8 +248,15 @@ def load_boot_state(path: Path) -> dict[str, Any]:
                 and all(isinstance(record.get(k), str) for k in ("version", "sha256"))
                 and VERSION.fullmatch(record["version"])
                 and isinstance(record.get("name", ""), str)
+                and type(record.get("size", 0)) is int
+                and record.get("size", 0) >= 0
             ):
                 raise ValueError(f"slot {slot!r} must be null or a version/sha256 record")
+        if state.setdefault("booted", state["active"]) not in SLOTS:
+            raise ValueError(f"'booted' is {state['booted']!r}, not 'a' or 'b'")
+        if not isinstance(state.setdefault("boot_id", ""), str):
+            raise ValueError("'boot_id' must be a string")
+        _check_trial(state.setdefault("trial", None))
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
         raise InstallError(ResultCode.INTERNAL_ERROR, f"boot state {path} is bad: {exc}") from None
     return state
@@ -236,7 +291,7 @@ def save_boot_state(path: Path, state: dict[str, Any]) -> None:
 
 
 class Flasher:
-    """Flashes bundles into the inactive slot and switches the boot slot.
+    """Flashes bundles into the inactive slot, puts it on trial, and confirms or rolls it back.
 
     :param slots: the device paths (or files) of slots a and b.
     :param boot_state: the JSON file standing for the bootloader environment.
@@ -244,6 +299,10 @@ class Flasher:
         size is used for a block device).
     :param firmware_name: refuse bundles for other firmware.
     :param allow_downgrade: flash older versions too.
+    :param max_tries: boots a flashed slot gets before the bootloader falls back.
+    :param confirm_by_hand: the new slot is confirmed only by ``swlm_flash confirm`` (or
+        ``swlm confirm``), not as soon as it has booted and passed :meth:`healthy`.
+    :param boot_id_file: where the running boot's id is (a file a test can change).
     """
 
     def __init__(
@@ -254,12 +313,18 @@ class Flasher:
         slot_size: int | None = None,
         firmware_name: str | None = None,
         allow_downgrade: bool = False,
+        max_tries: int = DEFAULT_MAX_TRIES,
+        confirm_by_hand: bool = False,
+        boot_id_file: str | os.PathLike[str] = DEFAULT_BOOT_ID_FILE,
     ) -> None:
         self.slots = slots
         self.boot_state = boot_state
         self.slot_size = slot_size
         self.firmware_name = firmware_name
         self.allow_downgrade = allow_downgrade
+        self.max_tries = max_tries
+        self.confirm_by_hand = confirm_by_hand
+        self.boot_id_file = boot_id_file
 
     def capacity(self, slot: Path) -> int | None:
         """How many bytes the slot holds (None: no limit known)."""
@@ -277,11 +342,53 @@ class Flasher:
 
     # -- the install handler --------------------------------------------------------------
 
-    def install(self, event: DownloadComplete) -> tuple[ResultCode, str]:
-        """Flash the bundle ``event.update_image``; called by the SDK in a worker thread."""
+    # -- the boot state, as the bootloader leaves it ---------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """The boot state of this boot: at the first look in a new boot, do what the
+        bootloader did when the device started.
+
+        ADAPT: this stands for the bootloader. A slot on trial is booted and its ``tries``
+        counted, up to ``max_tries``; then the bootloader falls back to the slot it came
+        from. On a device, read which slot booted (``/proc/cmdline``, ``fw_printenv``) instead.
+
+        :raises InstallError: INTERNAL_ERROR: the boot state or the boot id is unreadable.
+        """
         state = load_boot_state(self.boot_state)
+        try:
+            boot_id = read_boot_id(self.boot_id_file)
+        except ConfigError as exc:
+            raise InstallError(ResultCode.INTERNAL_ERROR, str(exc)) from None
+        if state["boot_id"] == boot_id:
+            return state
+        trial = state["trial"]
+        state["booted"] = state["active"]
+        if trial is not None and trial["status"] == "trying":
+            if trial["tries"] < trial["max_tries"]:
+                trial["tries"] += 1
+                state["booted"] = trial["slot"]
+            else:
+                trial["status"] = "fell_back"
+                trial["why"] = (
+                    f"rolled back to slot {trial['from']} after {trial['tries']} unconfirmed boots"
+                )
+        state["boot_id"] = boot_id
+        save_boot_state(self.boot_state, state)
+        kill_point("flash.booted")
+        log.info("this boot runs slot %s", state["booted"])
+        return state
+
+    # -- the install handler --------------------------------------------------------------
+
+    def install(self, event: DownloadComplete) -> tuple[ResultCode, str] | RebootNeeded:
+        """Flash the bundle ``event.update_image`` and put the slot on trial; called by the
+        SDK in a worker thread. The update counts once the slot has booted and is confirmed."""
+        state = self.load()
         active = state["active"]
-        target = "b" if active == "a" else "a"
+        refusal = self.busy(state)
+        if refusal is not None:
+            return refusal
+        target = other(active)
         # A regular file only: opening a FIFO would block for ever.
         if not os.path.isfile(event.update_image):
             raise _invalid(f"no update image file at {event.update_image}")
@@ -316,19 +423,51 @@ class Flasher:
                 ResultCode.FLASH_FAILED,
                 f"slot {target} reads back with sha256 {readback}, expected {manifest.sha256}",
             )
-        state[target] = {"name": manifest.name, "version": manifest.version, "sha256": digest}
-        state["active"] = target
+        state[target] = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "sha256": digest,
+            "size": manifest.size,
+        }
+        state["trial"] = {
+            "slot": target,
+            "from": active,
+            "tries": 0,
+            "max_tries": self.max_tries,
+            "status": "trying",
+            "update_id": event.update_id,
+            "name": manifest.name,
+            "version": manifest.version,
+        }
         try:
             save_boot_state(self.boot_state, state)
         except OSError as exc:
-            return ResultCode.FLASH_FAILED, f"cannot switch the boot slot to {target}: {exc}"
-        log.info("flashed %s %s to slot %s", manifest.name, manifest.version, target)
-        # ADAPT: reboot here or from a maintenance window; the SDK keeps the report in its
-        # journal, so a reboot before it is delivered only delays it.
-        return (
-            ResultCode.OK,
-            f"flashed {manifest.name} {manifest.version} to slot {target}, active on next boot",
+            return ResultCode.FLASH_FAILED, f"cannot put slot {target} on trial: {exc}"
+        kill_point("flash.trial.set")
+        log.info("flashed %s %s to slot %s, on trial", manifest.name, manifest.version, target)
+        # ADAPT: reboot here, or from a maintenance window. The SDK holds the report back,
+        # and tells the daemon to wait for it, until the slot has booted and is confirmed.
+        return RebootNeeded(
+            f"flashed {manifest.name} {manifest.version} to slot {target}, "
+            f"on trial for {self.max_tries} boots"
         )
+
+    def busy(self, state: dict[str, Any]) -> tuple[ResultCode, str] | None:
+        """Refuse a flash while the last one is undecided: its slot is the only free one."""
+        trial = state["trial"]
+        if trial is not None and trial["status"] == "trying":
+            return (
+                ResultCode.INSTALL_FAILED,
+                f"slot {trial['slot']} holds {trial['version']} on trial (update "
+                f"{trial['update_id']}): reboot and confirm it, or roll it back, first",
+            )
+        if state["booted"] != state["active"]:
+            return (
+                ResultCode.INSTALL_FAILED,
+                f"the device runs slot {state['booted']}, which was rolled back: reboot into "
+                f"slot {state['active']} first",
+            )
+        return None
 
     def check(
         self, manifest: Manifest, running: dict[str, str] | None, target: str
@@ -362,9 +501,11 @@ class Flasher:
     ) -> str:
         """Stream ``image.bin`` into the slot while hashing it; return its sha256."""
         # First mark the slot empty: were we to crash half-way, the boot state must not
-        # claim that the old firmware is still in it.
+        # claim that the old firmware is still in it (nor that it is on trial).
         state[target] = None
+        state["trial"] = None
         save_boot_state(self.boot_state, state)
+        kill_point("flash.slot.emptied")
         source = tar.extractfile(member)
         assert source is not None
         path = self.slots[target]
@@ -382,6 +523,7 @@ class Flasher:
                 written += len(block)
                 progress(written * 90 // max(member.size, 1), f"writing slot {target}")
             os.fsync(slot.fileno())
+            kill_point("flash.slot.written")
             if not is_file:
                 # Read-back must come from the device, not from the page cache.
                 os.posix_fadvise(slot.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
@@ -398,12 +540,106 @@ class Flasher:
                 progress(90 + (size - remaining) * 10 // max(size, 1), f"verifying slot {target}")
         return digest.hexdigest()
 
+    # -- after the reboot: confirm or roll back ------------------------------------------
+
+    def after_boot(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str] | None:
+        """The SDK's ``on_boot`` hook: the verdict on the trial of ``pending``'s update.
+
+        ``OK`` once the slot is marked good; a failure once the bootloader fell back or the
+        slot was rolled back; ``None`` while it is undecided (by hand: until confirmed).
+        Idempotent: a power cut after the slot was marked good gives ``OK`` again.
+        """
+        state = self.load()
+        trial = state["trial"]
+        if trial is None or trial["update_id"] != pending.update_id:
+            return (
+                ResultCode.INTERNAL_ERROR,
+                f"the boot state {self.boot_state} has no trial of update {pending.update_id}",
+            )
+        slot, what = trial["slot"], f"{trial['name']} {trial['version']}"
+        if trial["status"] == "good":
+            return ResultCode.OK, f"{what} runs from slot {slot}, confirmed"
+        if trial["status"] != "trying":
+            return ResultCode.INSTALL_FAILED, trial["why"]
+        if state["booted"] != slot or (self.confirm_by_hand and not pending.manual):
+            return None
+        problem = self.healthy(state, slot)
+        if problem is not None:
+            return self.roll_back_trial(state, f"slot {slot} failed its check ({problem})")
+        state["active"] = slot
+        trial["status"] = "good"
+        save_boot_state(self.boot_state, state)
+        kill_point("flash.confirmed")
+        log.info("slot %s (%s) is confirmed after %d boot(s)", slot, what, trial["tries"])
+        return ResultCode.OK, f"{what} runs from slot {slot}, confirmed in boot {trial['tries']}"
+
+    def healthy(self, state: dict[str, Any], slot: str) -> str | None:
+        """Why the slot that booted is not fit to stay, or None.
+
+        ADAPT: check what matters on your device: the services came up, the ECU answers,
+        the network is reachable. This example checks that the slot still reads back as
+        flashed.
+        """
+        record = state[slot]
+        if record is None:
+            return "the boot state has no record of it"
+        if "size" not in record:
+            return None  # flashed before sizes were recorded: nothing to compare
+        try:
+            digest = self.read_back(slot, record["size"])
+        except OSError as exc:
+            return f"it cannot be read: {exc}"
+        if digest != record["sha256"]:
+            return f"it reads back with sha256 {digest}, not {record['sha256']}"
+        return None
+
+    def roll_back(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str]:
+        """The SDK's ``on_rollback`` hook: the trial went ``pending.boots`` boots unconfirmed
+        (or its install was interrupted: ``pending.boots == 0``). Idempotent."""
+        state = self.load()
+        trial = state["trial"]
+        if trial is None or trial["update_id"] != pending.update_id:
+            return ResultCode.INSTALL_FAILED, "nothing to roll back: the slot was never on trial"
+        if trial["status"] in ("fell_back", "rolled_back"):
+            return ResultCode.INSTALL_FAILED, trial["why"]
+        if pending.boots == 0:
+            why = f"the install was interrupted, slot {trial['from']} stays active"
+        else:
+            why = f"rolled back to slot {trial['from']} after {pending.boots} unconfirmed boots"
+        return self.roll_back_trial(state, why)
+
+    def roll_back_trial(self, state: dict[str, Any], why: str) -> tuple[ResultCode, str]:
+        """Make the slot the trial came from the one that boots, and say why."""
+        trial = state["trial"]
+        state["active"] = trial["from"]
+        trial["status"], trial["why"] = "rolled_back", why
+        save_boot_state(self.boot_state, state)
+        kill_point("flash.rolled_back")
+        log.warning("update %s: %s", trial["update_id"], why)
+        return ResultCode.INSTALL_FAILED, why
+
+    def roll_back_by_hand(self) -> str:
+        """``swlm_flash rollback``: boot the other slot from the next boot on; what was done.
+
+        :raises InstallError: there is nothing to roll back to.
+        """
+        state = self.load()
+        trial, active = state["trial"], state["active"]
+        if trial is not None and trial["status"] in ("trying", "good"):
+            self.roll_back_trial(state, f"rolled back to slot {trial['from']} by hand")
+            return f"slot {trial['from']} boots next; update {trial['update_id']} is rolled back"
+        if state[other(active)] is None:
+            raise InstallError(ResultCode.GENERAL_ERROR, f"slot {other(active)} holds nothing")
+        state["active"] = other(active)
+        save_boot_state(self.boot_state, state)
+        return f"slot {other(active)} boots next"
+
     # -- the installed-packages provider ------------------------------------------------
 
     def installed_packages(self) -> list[tuple[str, str]]:
-        """The firmware in the active slot, as one (name, version) package."""
-        state = load_boot_state(self.boot_state)
-        running = state[state["active"]]
+        """The firmware in the slot that runs, as one (name, version) package."""
+        state = self.load()
+        running = state[state["booted"]]
         if running is None:
             return []  # never flashed by us: the SDK sends no list rather than a wrong one
         return [(running.get("name") or self.firmware_name or DEFAULT_NAME, running["version"])]
@@ -418,6 +654,9 @@ def build_app(
     slot_size: int | None = None,
     firmware_name: str | None = None,
     allow_downgrade: bool = False,
+    max_tries: int = DEFAULT_MAX_TRIES,
+    confirm_by_hand: bool = False,
+    boot_id_file: str | os.PathLike[str] = DEFAULT_BOOT_ID_FILE,
     commands_socket: str | os.PathLike[str] | None = None,
     events_socket: str | os.PathLike[str] | None = None,
     config: str | os.PathLike[str] | None = None,
@@ -438,19 +677,33 @@ def build_app(
             raise ValueError(f"slot {name} ({path}) is not a block device: give its slot size")
     if slot_size is not None and slot_size <= 0:
         raise ValueError(f"slot size must be positive, got {slot_size}")
+    if max_tries < 1:
+        raise ValueError(f"max tries must be at least 1, got {max_tries}")
     flasher = Flasher(
         slots,
         Path(boot_state),
         slot_size=slot_size,
         firmware_name=firmware_name,
         allow_downgrade=allow_downgrade,
+        max_tries=max_tries,
+        confirm_by_hand=confirm_by_hand,
+        boot_id_file=boot_id_file,
     )
     app = App(
-        state_dir, commands_socket=commands_socket, events_socket=events_socket, config=config
+        state_dir,
+        commands_socket=commands_socket,
+        events_socket=events_socket,
+        config=config,
+        # The SDK's count and the bootloader's agree: it rolls back when the bootloader
+        # would fall back.
+        confirm_boots=max_tries,
+        boot_id_file=boot_id_file,
     )
     # Plain functions: the SDK runs them in a worker thread and never interrupts one, so a
     # slot is never left half-written by a shutdown.
     app.on_download_complete(flasher.install)
+    app.on_boot(flasher.after_boot)
+    app.on_rollback(flasher.roll_back)
     app.installed_packages(flasher.installed_packages)
     return app
 
@@ -462,10 +715,83 @@ def positive_bytes(text: str) -> int:
     return int(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the SWLM until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot start."""
+def _state_dir_default() -> str:
+    # systemd's StateDirectory= sets STATE_DIRECTORY (a list if several are given).
+    return os.environ.get("STATE_DIRECTORY", DEFAULT_STATE_DIR).split(":")[0]
+
+
+def describe(state: dict[str, Any]) -> str:
+    """The boot state for a person: what each slot holds, what boots, the trial."""
+    lines = []
+    for slot in SLOTS:
+        record = state[slot]
+        held = "empty" if record is None else f"{record.get('name', '?')} {record['version']}"
+        marks = [
+            m
+            for m, on in (("active", state["active"] == slot), ("running", state["booted"] == slot))
+            if on
+        ]
+        lines.append(f"slot {slot}: {held}" + (f" ({', '.join(marks)})" if marks else ""))
+    trial = state["trial"]
+    if trial is not None:
+        what = f"{trial['name']} {trial['version']} in slot {trial['slot']}"
+        what += f" (update {trial['update_id']})"
+        status = {
+            "trying": f"on trial, boot {trial['tries']} of {trial['max_tries']}",
+            "good": "confirmed",
+        }.get(trial["status"], trial.get("why", trial["status"]))
+        lines.append(f"last flash: {what}: {status}")
+    return "\n".join(lines)
+
+
+def tool(argv: list[str]) -> int:
+    """``swlm_flash status|confirm|rollback``: inspect and steer the boot state by hand."""
     parser = argparse.ArgumentParser(
-        prog="swlm_flash", description="Flash firmware bundles into the inactive A/B slot."
+        prog="swlm_flash", description="Inspect the A/B boot state, confirm or roll back a trial."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status = commands.add_parser("status", help="what each slot holds, what boots, the trial")
+    status.add_argument("--json", action="store_true", help="the boot state as JSON")
+    commands.add_parser("rollback", help="boot the other slot from the next boot on")
+    confirm = commands.add_parser("confirm", help="confirm the slot on trial (the SWLM runs)")
+    confirm.add_argument(
+        "--state-dir", metavar="DIR", default=_state_dir_default(), help="the SWLM's state dir"
+    )
+    for child in commands.choices.values():
+        child.add_argument("--boot-state", metavar="PATH", required=True, help="JSON boot state")
+        child.add_argument(
+            "--boot-id-file", metavar="PATH", default=DEFAULT_BOOT_ID_FILE, help=argparse.SUPPRESS
+        )
+    args = parser.parse_args(argv)
+    flasher = Flasher({}, Path(args.boot_state), boot_id_file=args.boot_id_file)
+    try:
+        if args.command == "status":
+            state = flasher.load()
+            print(json.dumps(state, indent=2, sort_keys=True) if args.json else describe(state))
+        elif args.command == "rollback":
+            print(flasher.roll_back_by_hand())
+        else:
+            trial = flasher.load()["trial"]
+            if trial is None or trial["status"] != "trying":
+                raise InstallError(ResultCode.GENERAL_ERROR, "no slot is on trial")
+            path = control_socket_path(args.state_dir)
+            print(confirm_update(path, trial["update_id"]))
+    except (InstallError, SwlmError, OSError) as exc:
+        print(f"swlm_flash: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the SWLM until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot start.
+    ``swlm_flash status|confirm|rollback ...`` runs :func:`tool` instead."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("status", "confirm", "rollback"):
+        return tool(argv)
+    parser = argparse.ArgumentParser(
+        prog="swlm_flash",
+        description="Flash firmware bundles into the inactive A/B slot. Also: swlm_flash "
+        "status|confirm|rollback --boot-state PATH.",
     )
     parser.add_argument("--config", metavar="PATH", help="the daemon's TOML (socket paths)")
     parser.add_argument("--commands-socket", metavar="PATH", help="the daemon's commands socket")
@@ -473,8 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        # systemd's StateDirectory= sets STATE_DIRECTORY (a list if several are given).
-        default=os.environ.get("STATE_DIRECTORY", DEFAULT_STATE_DIR).split(":")[0],
+        default=_state_dir_default(),
         help="where the journal of handled updates is kept (default: %(default)s)",
     )
     # ADAPT: your slots, e.g. /dev/disk/by-partlabel/rootfs_a and .../rootfs_b.
@@ -491,6 +816,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--firmware-name", metavar="NAME", help="refuse bundles for others")
     parser.add_argument("--allow-downgrade", action="store_true", help="flash older versions")
+    parser.add_argument(
+        "--max-tries",
+        metavar="N",
+        type=positive_bytes,
+        default=DEFAULT_MAX_TRIES,
+        help="boots a new slot gets to be confirmed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--confirm-by-hand",
+        action="store_true",
+        help="a new slot waits for 'swlm_flash confirm' instead of its health check",
+    )
+    # For simulations: a reboot is a new id in this file.
+    parser.add_argument("--boot-id-file", default=DEFAULT_BOOT_ID_FILE, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
@@ -507,6 +846,9 @@ def main(argv: list[str] | None = None) -> int:
             slot_size=args.slot_size,
             firmware_name=args.firmware_name,
             allow_downgrade=args.allow_downgrade,
+            max_tries=args.max_tries,
+            confirm_by_hand=args.confirm_by_hand,
+            boot_id_file=args.boot_id_file,
             commands_socket=args.commands_socket,
             events_socket=args.events_socket,
             config=args.config,

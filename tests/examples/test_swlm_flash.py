@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ import anyio
 import pytest
 import swlm_flash
 
-from swlm_sdk import DownloadComplete, InstallError, Package, ResultCode
+from swlm_sdk import DownloadComplete, InstallError, Package, RebootNeeded, ResultCode
 from swlm_sdk.app import App
-from swlm_sdk.protocol import SendInstallProgress, SendUpdateReport
+from swlm_sdk.protocol import SendInstallProgress, SendRebootNeeded, SendUpdateReport
 from swlm_sdk.testing import FakeDaemon
 
 from .conftest import EXAMPLES, example_env, exists, install, serving, terminate, wait_for_line
@@ -42,9 +43,24 @@ class Device:
         self.slot_b = work / "slot-b.img"
         self.boot_state = work / "boot" / "bootstate.json"
         self.boot_state.parent.mkdir()
+        self.boot_id_file = work / "boot_id"
+        self.reboot()
         self.slot_a.write_bytes(OLD_IMAGE)
         record = {"name": "fw", "version": "1.0", "sha256": sha(OLD_IMAGE)}
         self.write_state({"active": "a", "a": record, "b": None})
+
+    def reboot(self) -> None:
+        """A new boot: a new boot id (the processes are restarted by the test)."""
+        self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
+
+    def flasher(self, **options: Any) -> swlm_flash.Flasher:
+        slots = {"a": self.slot_a, "b": self.slot_b}
+        options.setdefault("slot_size", SLOT_SIZE)
+        return swlm_flash.Flasher(slots, self.boot_state, boot_id_file=self.boot_id_file, **options)
+
+    def tool(self, *argv: str) -> int:
+        common = ["--boot-state", str(self.boot_state), "--boot-id-file", str(self.boot_id_file)]
+        return swlm_flash.main([*argv, *common])
 
     def write_state(self, state: dict[str, Any]) -> None:
         self.boot_state.write_text(json.dumps(state))
@@ -63,10 +79,47 @@ class Device:
             slot_a=self.slot_a,
             slot_b=self.slot_b,
             boot_state=self.boot_state,
+            boot_id_file=self.boot_id_file,
             commands_socket=fake.commands_socket,
             events_socket=fake.events_socket,
             **options,
         )
+
+
+async def flash(fake: FakeDaemon, app: App, update_id: str, bundle: Path) -> str:
+    """Deliver the bundle; the text of the SendRebootNeeded that follows (no report yet)."""
+    before = len(await fake.wait_for(SendRebootNeeded, count=0))
+    reports = len(fake.reports)
+    async with serving(app):
+        await fake.deliver(DownloadComplete(update_id, str(bundle)))
+        said = await fake.wait_for(SendRebootNeeded, count=before + 1, within=30)
+    assert said[-1].update_id == update_id
+    assert len(fake.reports) == reports
+    return said[-1].text
+
+
+async def boot(fake: FakeDaemon, app: App, *, reports: int = 0) -> tuple[ResultCode, str] | None:
+    """Start the SWLM once (after a reboot) and stop it; the report it sent, if one was due
+    (``reports``: how many the fake daemon had before)."""
+    async with serving(app):
+        pass  # the boot checks run before serve() says it started
+    if len(fake.reports) == reports:
+        return None
+    await fake.wait_for(SendUpdateReport, count=reports + 1, within=30)
+    [result] = fake.reports[-1].operation_results
+    return result.result_code, result.result_text
+
+
+async def flash_and_reboot(
+    fake: FakeDaemon, device: Device, update_id: str, bundle: Path, **options: Any
+) -> tuple[ResultCode, str]:
+    """Flash, reboot, and the report after the boot: the whole life of a healthy update."""
+    reports = len(fake.reports)
+    await flash(fake, device.app(fake, **options), update_id, bundle)
+    device.reboot()
+    outcome = await boot(fake, device.app(fake, **options), reports=reports)
+    assert outcome is not None
+    return outcome
 
 
 @pytest.fixture
@@ -94,41 +147,162 @@ async def test_flashes_the_inactive_slot_then_the_other(
     fake_daemon: FakeDaemon, device: Device
 ) -> None:
     v11, v12 = b"firmware 1.1\n" * 100, b"firmware 1.2\n" * 50
-    async with serving(device.app(fake_daemon, firmware_name="fw")):
-        assert await install(fake_daemon, "u1", device.bundle("1.1", v11)) == (
-            ResultCode.OK,
-            "flashed fw 1.1 to slot b, active on next boot",
-        )
-        assert device.slot_b.read_bytes() == v11
-        assert device.slot_a.read_bytes() == OLD_IMAGE
-        assert device.state() == {
-            "active": "b",
-            "a": {"name": "fw", "version": "1.0", "sha256": sha(OLD_IMAGE)},
-            "b": {"name": "fw", "version": "1.1", "sha256": sha(v11)},
-        }
+    factory = {"name": "fw", "version": "1.0", "sha256": sha(OLD_IMAGE)}
+    app = device.app(fake_daemon, firmware_name="fw")
+    said = await flash(fake_daemon, app, "u1", device.bundle("1.1", v11))
+    assert said == "flashed fw 1.1 to slot b, on trial for 3 boots"
+    assert device.slot_b.read_bytes() == v11
+    assert device.slot_a.read_bytes() == OLD_IMAGE
+    state = device.state()
+    v11_record = {"name": "fw", "version": "1.1", "sha256": sha(v11), "size": len(v11)}
+    assert (state["active"], state["booted"], state["a"], state["b"]) == (
+        "a",
+        "a",
+        factory,
+        v11_record,
+    )
+    assert state["trial"] == {
+        "slot": "b",
+        "from": "a",
+        "tries": 0,
+        "max_tries": 3,
+        "status": "trying",
+        "update_id": "u1",
+        "name": "fw",
+        "version": "1.1",
+    }
+    assert fake_daemon.package_lists == [(Package("fw", "1.0"),)]  # still what runs
 
-        assert await install(fake_daemon, "u2", device.bundle("1.2", v12)) == (
-            ResultCode.OK,
-            "flashed fw 1.2 to slot a, active on next boot",
-        )
+    device.reboot()  # the bootloader tries slot b; it boots and passes its check
+    outcome = await boot(fake_daemon, device.app(fake_daemon, firmware_name="fw"))
+    assert outcome == (ResultCode.OK, "fw 1.1 runs from slot b, confirmed in boot 1")
+    state = device.state()
+    assert (state["active"], state["booted"], state["trial"]["status"]) == ("b", "b", "good")
+    assert fake_daemon.package_lists[-1] == (Package("fw", "1.1"),)
+
+    assert await flash_and_reboot(
+        fake_daemon, device, "u2", device.bundle("1.2", v12), firmware_name="fw"
+    ) == (ResultCode.OK, "fw 1.2 runs from slot a, confirmed in boot 1")
     assert device.slot_a.read_bytes() == v12  # the longer old image was cut to size
     assert device.slot_b.read_bytes() == v11
     state = device.state()
-    assert state["active"] == "a"
-    assert state["a"] == {"name": "fw", "version": "1.2", "sha256": sha(v12)}
-    assert fake_daemon.package_lists[0] == (Package("fw", "1.0"),)
+    assert (state["active"], state["booted"]) == ("a", "a")
+    assert state["a"] == {"name": "fw", "version": "1.2", "sha256": sha(v12), "size": len(v12)}
     assert fake_daemon.package_lists[-1] == (Package("fw", "1.2"),)
     assert sorted(p.name for p in device.boot_state.parent.iterdir()) == ["bootstate.json"]
-    # Its progress while it wrote and verified, throttled by the SDK, the last before the report.
+    # Its progress while it wrote and verified, throttled by the SDK, the last before the
+    # reboot notice.
     for update_id, slot in (("u1", "b"), ("u2", "a")):
         sent = [c for c in fake_daemon.commands if getattr(c, "update_id", None) == update_id]
-        assert sent[-1] == SendInstallProgress(update_id, 100, f"verifying slot {slot}")
+        assert sent[-2] == SendInstallProgress(update_id, 100, f"verifying slot {slot}")
+        assert isinstance(sent[-1], SendRebootNeeded)
         percents = [c.percent for c in sent if isinstance(c, SendInstallProgress)]
         assert percents == sorted(percents)
-    reports = [c for c in fake_daemon.commands if isinstance(c, SendUpdateReport)]
-    assert fake_daemon.commands.index(reports[0]) > fake_daemon.commands.index(
-        SendInstallProgress("u1", 100, "verifying slot b")
+
+
+@pytest.mark.anyio
+async def test_a_slot_that_fails_its_check_after_the_boot_is_rolled_back(
+    fake_daemon: FakeDaemon, device: Device
+) -> None:
+    image = b"firmware 2.0\n" * 10
+    await flash(fake_daemon, device.app(fake_daemon), "u1", device.bundle("2.0", image))
+    device.slot_b.write_bytes(b"bit rot" + image[7:])
+    device.reboot()
+    code, text = await boot(fake_daemon, device.app(fake_daemon)) or (None, "")
+    assert code == ResultCode.INSTALL_FAILED
+    assert text.startswith("slot b failed its check (it reads back with sha256 ")
+    state = device.state()
+    assert (state["active"], state["trial"]["status"]) == ("a", "rolled_back")
+    # This boot still runs slot b; until the reboot into a, nothing else is flashed.
+    assert state["booted"] == "b"
+    async with serving(device.app(fake_daemon)):
+        assert await install(fake_daemon, "u2", device.bundle("2.1", b"next")) == (
+            ResultCode.INSTALL_FAILED,
+            "the device runs slot b, which was rolled back: reboot into slot a first",
+        )
+    assert fake_daemon.package_lists[-1] == (Package("fw", "2.0"),)  # what runs, this boot
+
+
+@pytest.mark.anyio
+async def test_one_trial_at_a_time(fake_daemon: FakeDaemon, device: Device) -> None:
+    app = device.app(fake_daemon)
+    await flash(fake_daemon, app, "u1", device.bundle("2.0", b"two"))
+    async with serving(device.app(fake_daemon)):
+        assert await install(fake_daemon, "u2", device.bundle("3.0", b"three")) == (
+            ResultCode.INSTALL_FAILED,
+            "slot b holds 2.0 on trial (update u1): reboot and confirm it, or roll it back, first",
+        )
+    assert device.slot_b.read_bytes() == b"two"
+
+
+@pytest.mark.anyio
+async def test_confirmed_by_hand_and_a_late_confirm(
+    fake_daemon: FakeDaemon, device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_hand = {"confirm_by_hand": True, "max_tries": 2}
+    await flash(fake_daemon, device.app(fake_daemon, **by_hand), "u1", device.bundle("2.0", b"2"))
+    device.reboot()
+    app = device.app(fake_daemon, **by_hand)
+    async with serving(app):
+        assert fake_daemon.reports == []  # it booted, but waits for the confirmation
+        assert await anyio.to_thread.run_sync(device.tool, "status") == 0
+        assert capsys.readouterr().out == (
+            "slot a: fw 1.0 (active)\n"
+            "slot b: fw 2.0 (running)\n"
+            "last flash: fw 2.0 in slot b (update u1): on trial, boot 1 of 2\n"
+        )
+        state_dir = ["--state-dir", str(device.work / "state")]
+        assert await anyio.to_thread.run_sync(device.tool, "confirm", *state_dir) == 0
+        assert capsys.readouterr().out == "fw 2.0 runs from slot b, confirmed in boot 1\n"
+        await fake_daemon.wait_for(SendUpdateReport)
+        # Late, twice: nothing is on trial any more, and the SWLM has reported it.
+        assert await anyio.to_thread.run_sync(device.tool, "confirm", *state_dir) == 1
+        assert capsys.readouterr().err == "swlm_flash: GENERAL_ERROR: no slot is on trial\n"
+    [result] = fake_daemon.reports[0].operation_results
+    assert (result.result_code, result.result_text) == (
+        ResultCode.OK,
+        "fw 2.0 runs from slot b, confirmed in boot 1",
     )
+    assert device.state()["active"] == "b"
+
+
+@pytest.mark.anyio
+async def test_unconfirmed_boots_fall_back(fake_daemon: FakeDaemon, device: Device) -> None:
+    by_hand = {"confirm_by_hand": True, "max_tries": 2}
+    await flash(fake_daemon, device.app(fake_daemon, **by_hand), "u1", device.bundle("2.0", b"2"))
+    for tries in (1, 2):
+        device.reboot()
+        assert await boot(fake_daemon, device.app(fake_daemon, **by_hand)) is None
+        assert device.state()["trial"]["tries"] == tries
+    device.reboot()  # the bootloader falls back to slot a; the SWLM reports it
+    assert await boot(fake_daemon, device.app(fake_daemon, **by_hand)) == (
+        ResultCode.INSTALL_FAILED,
+        "rolled back to slot a after 2 unconfirmed boots",
+    )
+    state = device.state()
+    assert (state["active"], state["booted"], state["trial"]["status"]) == ("a", "a", "fell_back")
+    assert fake_daemon.package_lists[-1] == (Package("fw", "1.0"),)
+
+
+@pytest.mark.anyio
+async def test_rolled_back_by_hand(
+    fake_daemon: FakeDaemon, device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await flash(fake_daemon, device.app(fake_daemon), "u1", device.bundle("2.0", b"2"))
+    assert device.tool("rollback") == 0
+    assert capsys.readouterr().out == "slot a boots next; update u1 is rolled back\n"
+    device.reboot()
+    assert await boot(fake_daemon, device.app(fake_daemon)) == (
+        ResultCode.INSTALL_FAILED,
+        "rolled back to slot a by hand",
+    )
+    assert device.state()["booted"] == "a"
+    # Later, by hand to a slot that holds firmware, and never to an empty one.
+    assert device.tool("rollback") == 0
+    assert capsys.readouterr().out == "slot b boots next\n"
+    device.write_state({"active": "a", "a": None, "b": None})
+    assert device.tool("rollback") == 1
+    assert capsys.readouterr().err == "swlm_flash: GENERAL_ERROR: slot b holds nothing\n"
 
 
 @pytest.mark.anyio
@@ -192,10 +366,9 @@ async def test_an_image_larger_than_the_slot_is_write_partition_failed(
             ResultCode.WRITE_PARTITION_FAILED,
             f"image.bin is {SLOT_SIZE + 1} bytes, slot b holds {SLOT_SIZE}, nothing written",
         )
-        # Exactly the slot's size fits.
-        assert (await install(fake_daemon, "u2", device.bundle("2.1", b"y" * SLOT_SIZE)))[0] == (
-            ResultCode.OK
-        )
+    # Exactly the slot's size fits.
+    exact = device.bundle("2.1", b"y" * SLOT_SIZE)
+    assert (await flash_and_reboot(fake_daemon, device, "u2", exact))[0] == ResultCode.OK
     assert device.slot_b.read_bytes() == b"y" * SLOT_SIZE
 
 
@@ -212,10 +385,9 @@ async def test_same_and_older_versions(fake_daemon: FakeDaemon, device: Device) 
         )
     assert not device.slot_b.exists()
 
-    async with serving(device.app(fake_daemon, allow_downgrade=True)):
-        assert (await install(fake_daemon, "u3", device.bundle("0.9.12", b"old")))[0] == (
-            ResultCode.OK
-        )
+    old = device.bundle("0.9.12", b"old")
+    outcome = await flash_and_reboot(fake_daemon, device, "u3", old, allow_downgrade=True)
+    assert outcome[0] == ResultCode.OK
     assert device.state()["active"] == "b"
     assert fake_daemon.package_lists[-1] == (Package("fw", "0.9.12"),)
 
@@ -304,8 +476,32 @@ def test_dotted_numeric_order(older: str, newer: str) -> None:
 
 def test_boot_state_problems(work: Path) -> None:
     path = work / "bootstate.json"
-    assert swlm_flash.load_boot_state(path) == {"active": "a", "a": None, "b": None}
-    for bad in ("{", '{"active": "c"}', '{"active": "a", "a": {"version": 1}}', "[]"):
+    assert swlm_flash.load_boot_state(path) == swlm_flash.empty_boot_state()
+    trial = {"slot": "b", "from": "a", "tries": 0, "max_tries": 3, "status": "trying"}
+    trial |= {"update_id": "u1", "name": "fw", "version": "1.0"}
+    for bad in (
+        "{",
+        '{"active": "c"}',
+        '{"active": "a", "a": {"version": 1}}',
+        "[]",
+        '{"active": "a", "booted": "c"}',
+        '{"active": "a", "boot_id": 7}',
+        '{"active": "a", "trial": "b"}',
+        '{"active": "a", "a": {"version": "1", "sha256": "00", "size": -1}}',
+        *(
+            json.dumps({"active": "a", "trial": {**trial, key: value}})
+            for key, value in [
+                ("slot", "c"),
+                ("from", "b"),
+                ("tries", -1),
+                ("tries", True),
+                ("max_tries", 0),
+                ("status", "maybe"),
+                ("update_id", None),
+                ("why", 3),
+            ]
+        ),
+    ):
         path.write_text(bad)
         with pytest.raises(InstallError) as error:
             swlm_flash.load_boot_state(path)
@@ -313,19 +509,23 @@ def test_boot_state_problems(work: Path) -> None:
         assert error.value.text.startswith(f"boot state {path} is bad: ")
     swlm_flash.save_boot_state(path, {"active": "b", "a": None, "b": None})
     assert swlm_flash.load_boot_state(path)["active"] == "b"
+    path.write_text(json.dumps({"active": "a", "trial": trial}))
+    assert swlm_flash.load_boot_state(path)["trial"] == trial
     assert path.stat().st_mode & 0o077 == 0
 
 
-def test_the_package_is_the_active_slot(work: Path) -> None:
-    path = work / "bootstate.json"
-    slots = {"a": work / "a", "b": work / "b"}
+def test_the_package_is_the_running_slot(device: Device) -> None:
+    path = device.boot_state
     # The record may leave out the name; --firmware-name, else "firmware", stands in.
     path.write_text('{"active": "b", "a": null, "b": {"version": "4.2", "sha256": "00"}}')
-    assert swlm_flash.Flasher(slots, path).installed_packages() == [("firmware", "4.2")]
-    named = swlm_flash.Flasher(slots, path, firmware_name="ecu")
+    assert device.flasher().installed_packages() == [("firmware", "4.2")]
+    named = device.flasher(firmware_name="ecu")
     assert named.installed_packages() == [("ecu", "4.2")]
     path.write_text('{"active": "a", "a": null, "b": {"version": "4.2", "sha256": "00"}}')
     assert named.installed_packages() == []
+    device.boot_id_file.unlink()
+    with pytest.raises(InstallError, match="cannot tell a reboot from a restart"):
+        named.installed_packages()
 
 
 def test_build_app_checks_its_slots(work: Path) -> None:
@@ -350,13 +550,9 @@ def test_the_readme_shell_recipe_builds_a_valid_bundle(device: Device) -> None:
     image = b"built by hand\n" * 20
     (device.work / "image.bin").write_bytes(image)
     subprocess.run(["sh", "-ec", recipe], cwd=device.work, check=True, capture_output=True)
-    flasher = swlm_flash.Flasher(
-        {"a": device.slot_a, "b": device.slot_b}, device.boot_state, slot_size=SLOT_SIZE
-    )
     bundle = device.work / "ecu-main-1.4.2.tar"
-    assert flasher.install(DownloadComplete("u1", str(bundle))) == (
-        ResultCode.OK,
-        "flashed ecu-main 1.4.2 to slot b, active on next boot",
+    assert device.flasher().install(DownloadComplete("u1", str(bundle))) == RebootNeeded(
+        "flashed ecu-main 1.4.2 to slot b, on trial for 3 boots"
     )
     assert device.slot_b.read_bytes() == image
 
@@ -372,6 +568,9 @@ def test_main_refuses_what_it_cannot_run(
     assert "expected a positive number of bytes, got '0'" in capsys.readouterr().err
     assert swlm_flash.main(options) == 1
     assert "is not a block device: give its slot size" in caplog.text
+    with pytest.raises(SystemExit) as exit_info:
+        swlm_flash.main([*options, "--slot-size", "9", "--max-tries", "0"])
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.anyio
@@ -394,16 +593,22 @@ async def test_runs_as_a_script_and_stops_on_sigterm(
         str(SLOT_SIZE),
         "--boot-state",
         str(device.boot_state),
+        "--boot-id-file",
+        str(device.boot_id_file),
     ]
     async with await anyio.open_process(argv, env=example_env()) as process:
         await wait_for_line(process.stderr, "SWLM ready")
         await fake_daemon.deliver(DownloadComplete("u1", str(device.bundle("3.0", image))))
+        await fake_daemon.wait_for(SendRebootNeeded, within=30)
+        assert await terminate(process) == 0
+    device.reboot()
+    async with await anyio.open_process(argv, env=example_env()) as process:
         [command] = await fake_daemon.wait_for(SendUpdateReport, within=30)
         assert await terminate(process) == 0
     [result] = command.report.operation_results
     assert (result.result_code, result.result_text) == (
         ResultCode.OK,
-        "flashed fw 3.0 to slot b, active on next boot",
+        "fw 3.0 runs from slot b, confirmed in boot 1",
     )
     assert device.slot_b.read_bytes() == image
     assert fake_daemon.package_lists[-1] == (Package("fw", "3.0"),)

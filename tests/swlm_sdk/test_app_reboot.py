@@ -552,3 +552,36 @@ async def test_swlm_confirm_from_a_shell(
     assert await anyio.to_thread.run_sync(cli.main, ["confirm", "u1"]) == cli.EXIT_USAGE
     zero = [*confirm, "--timeout", "0"]
     assert await anyio.to_thread.run_sync(cli.main, zero) == cli.EXIT_USAGE
+
+
+async def test_an_interrupted_install_is_rolled_back_and_reported(
+    fake_daemon: FakeDaemon, device: Device
+) -> None:
+    journal = Journal(device.state)
+    await journal.open()
+    await journal.mark_installing("u7")  # what a power cut in the middle of a flash leaves
+    rolled: list[AwaitingConfirmation] = []
+    app = device.app(fake_daemon)
+    flash(app)
+
+    @app.on_rollback
+    def rollback(pending: AwaitingConfirmation) -> tuple[ResultCode, str]:
+        rolled.append(pending)
+        return ResultCode.INSTALL_FAILED, "slot a stays active"
+
+    async def reported() -> None:
+        await fake_daemon.wait_for(SendUpdateReport)
+
+    await serve_until(app, reported)
+    assert rolled == [
+        AwaitingConfirmation(
+            "u7", "the install was interrupted: the SWLM stopped before it finished", boots=0
+        )
+    ]
+    assert fake_daemon.reports == [
+        report(
+            "u7",
+            ResultCode.INTERNAL_ERROR,
+            "the install was interrupted: the SWLM stopped before it finished",
+        )
+    ]
