@@ -2,8 +2,11 @@
 
 It starts the embedded Core simulator (with OAuth2), the ``sota_client`` daemon with the
 Unix-socket gateway, and the example A/B firmware SWLM (``examples/swlm_flash``, built on
-``swlm_sdk``); queues an update on the simulated Core; shows each step as it happens; prints the
-report as Core recorded it; stops everything and removes its temporary files.
+``swlm_sdk``); queues an update on the simulated Core; shows each step as it happens. The
+SWLM flashes the image into slot b, on trial; the demo then reboots the device (it stops
+both processes and gives the device a new boot id), the new slot boots and is confirmed,
+and only then does the report reach Core. It prints the report as Core recorded it, stops
+everything and removes its temporary files.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -168,48 +172,75 @@ websocket_server = "127.0.0.1:{free_port()}"
 """
         )
 
-        # The SWLM: the example A/B flasher, as its systemd unit would start it.
+        # The SWLM (the example A/B flasher, as its systemd unit would start it) and the
+        # daemon (with systemd's readiness protocol), started again after the reboot.
+        boot_id = work / "boot_id"  # stands for /proc/sys/kernel/random/boot_id
+        boot_id.write_text(f"{uuid.uuid4()}\n")
         slots = {name: work / f"slot_{name}.img" for name in "ab"}
         for slot in slots.values():
             slot.write_bytes(b"")
-        swlm = subprocess.Popen(
-            [
-                python,
-                str(here / "swlm_flash" / "swlm_flash.py"),
-                "--config", str(config),
-                "--state-dir", str(work / "swlm-state"),
-                "--slot-a", str(slots["a"]),
-                "--slot-b", str(slots["b"]),
-                "--slot-size", str(64 * 2**20),
-                "--boot-state", str(work / "bootstate.json"),
-            ],
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
-        children.append(swlm)
-        assert swlm.stderr is not None
-        echo("swlm", swlm.stderr, lambda line: True)
-        wait_until("the SWLM's events socket", (work / "events.socket").exists, swlm)
-        say("swlm", "example A/B firmware SWLM listening on the events socket")
-
-        # The daemon, with systemd's readiness protocol.
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(work / "notify"))
         ready, reader = keep_reading(notify)
-        env = {**os.environ, "NOTIFY_SOCKET": str(work / "notify"), "RUST_LOG": "info"}
-        daemon = subprocess.Popen(
-            [python, "-m", "sota_client", "--config", str(config)],
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        children.append(daemon)
-        assert daemon.stderr is not None
-        echo("daemon", daemon.stderr, daemon_line)
-        wait_until("READY=1 from the daemon", ready.is_set, daemon)
-        say("daemon", "sota_client is ready (sd_notify READY=1)")
+
+        def start() -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+            # As systemd orders them (After=sota_client.service): the daemon first.
+            ready.clear()
+            env = {**os.environ, "NOTIFY_SOCKET": str(work / "notify"), "RUST_LOG": "info"}
+            daemon = subprocess.Popen(
+                [python, "-m", "sota_client", "--config", str(config)],
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            children.append(daemon)
+            assert daemon.stderr is not None
+            echo("daemon", daemon.stderr, daemon_line)
+            wait_until("READY=1 from the daemon", ready.is_set, daemon)
+            say("daemon", "sota_client is ready (sd_notify READY=1)")
+            swlm = subprocess.Popen(
+                [
+                    python,
+                    str(here / "swlm_flash" / "swlm_flash.py"),
+                    "--config", str(config),
+                    "--state-dir", str(work / "swlm-state"),
+                    "--slot-a", str(slots["a"]),
+                    "--slot-b", str(slots["b"]),
+                    "--slot-size", str(64 * 2**20),
+                    "--boot-state", str(work / "bootstate.json"),
+                    "--boot-id-file", str(boot_id),
+                ],
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+            children.append(swlm)
+            assert swlm.stderr is not None
+            echo("swlm", swlm.stderr, lambda line: True)
+            wait_until("the SWLM's events socket", (work / "events.socket").exists, swlm)
+            say("swlm", "example A/B firmware SWLM listening on the events socket")
+            return swlm, daemon
+
+        def stop(swlm: subprocess.Popen[bytes], daemon: subprocess.Popen[bytes]) -> bool:
+            for name, child in (("daemon", daemon), ("swlm", swlm)):
+                child.send_signal(signal.SIGTERM)
+                say(name, f"stopped with exit status {child.wait(30)}")
+            return daemon.returncode == 0 and swlm.returncode == 0
+
+        swlm, daemon = start()
         say("daemon", f"the web HMI is at http://127.0.0.1:{hmi_port}/ while the demo runs")
 
         request_id = core.queue_update(DEVICE, "ecu-main", "1.1.0")
         say("core", f"operator queued ecu-main 1.1.0 for the device: update {request_id}")
+
+        journal = work / "swlm-state" / "swlm-journal.json"
+
+        def awaiting_reboot() -> bool:
+            entry = json.loads(journal.read_text()).get("updates", {}).get(request_id, {})
+            return entry.get("state") == "awaiting_reboot" and entry.get("announced") is True
+
+        wait_until("the flash", lambda: journal.exists() and awaiting_reboot(), swlm)
+        say("device", "slot b is flashed and on trial; Core has no report yet: rebooting")
+        stopped = stop(swlm, daemon)
+        boot_id.write_text(f"{uuid.uuid4()}\n")
+        swlm, daemon = start()
 
         report = core.wait_for(lambda: core.reports(DEVICE), timeout=STEP_TIMEOUT)[0]
         core.wait_for(lambda: core.installed(DEVICE), timeout=STEP_TIMEOUT)
@@ -223,18 +254,11 @@ websocket_server = "127.0.0.1:{free_port()}"
         flashed = slots[boot["active"]].read_bytes() == image
         say("device", f"boot slot is now {boot['active']}; image verified: {flashed}")
 
-        for name, child in (("daemon", daemon), ("swlm", swlm)):
-            child.send_signal(signal.SIGTERM)
-            say(name, f"stopped with exit status {child.wait(30)}")
+        stopped = stop(swlm, daemon) and stopped
         notify.shutdown(socket.SHUT_RDWR)  # the reader reads what is left, then ends
         reader.join()
         notify.close()
-        ok = (
-            flashed
-            and json.loads(report.body)[0]["result_code"] == 0
-            and daemon.returncode == 0
-            and swlm.returncode == 0
-        )
+        ok = flashed and json.loads(report.body)[0]["result_code"] == 0 and stopped
     print("\nDemo finished: the update went from Core to the device and back." if ok else "")
     return 0 if ok else 1
 

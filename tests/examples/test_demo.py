@@ -21,6 +21,10 @@ def test_the_demo_carries_one_update_end_to_end() -> None:
     assert "update status now Finished" in out
     assert "installed packages now: ecu-main 1.1.0" in out
     assert "image verified: True" in out
+    # The report waits for the reboot into the new slot and its confirmation.
+    flashed = out.index("slot b is flashed and on trial; Core has no report yet: rebooting")
+    assert flashed < out.index("report received: POST")
+    assert "runs from slot b, confirmed in boot 1" in out
     assert out.rstrip().endswith("Demo finished: the update went from Core to the device and back.")
     assert not list(Path("/tmp").glob("sota-demo-*/sota.toml"))  # it cleaned up
     everything = result.stdout + result.stderr
