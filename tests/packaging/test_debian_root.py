@@ -1,5 +1,6 @@
 """The Debian packages on a fresh Debian 12 root: installed offline with apt, one update end to end
-with the packaged flash SWLM, then an upgrade that keeps the journal and a purge that cleans up.
+with the packaged flash SWLM (a flash, a reboot into the new slot, the report), then an upgrade
+that keeps the journal and a purge that cleans up.
 
 The root is made with ``mmdebstrap`` from this machine's apt sources, with Python 3.11 in it (a
 Debian 12 system has it; a bare ``minbase`` does not). The daemon and the SWLM run from the
@@ -19,6 +20,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,7 +140,9 @@ def flash_device(root: Path) -> dict[str, str]:
     (state / "slot-b.img").write_bytes(b"")
     old = {"name": "ecu-main", "version": "1.0", "sha256": hashlib.sha256(OLD_IMAGE).hexdigest()}
     (state / "bootstate.json").write_text(json.dumps({"active": "a", "a": old, "b": None}))
+    (state / "boot_id").write_text(f"{uuid.uuid4()}\n")  # the root has no /proc
     return {
+        "--boot-id-file": str(FLASH_STATE / "boot_id"),
         "--slot-a": str(FLASH_STATE / "slot-a.img"),
         "--slot-b": str(FLASH_STATE / "slot-b.img"),
         "--slot-size": str(SLOT_SIZE),
@@ -184,20 +189,39 @@ def test_the_packages_install_offline_run_an_update_upgrade_and_purge(
             "--device-system-info",
             "",
         ]
-        with (
-            process(
-                ["chroot", f"--userspec={swlm_user}", str(root), *swlm_argv], tmp_path / "swlm.log"
-            ),
-            process(
-                ["chroot", f"--userspec={daemon_user}", str(root), *daemon_argv],
-                tmp_path / "daemon.log",
-            ),
-        ):
+        swlm_state = root / FLASH_STATE.relative_to("/")
+
+        def boot(until: str) -> None:
+            """Start the daemon and the SWLM as their units do; stop them at ``until``."""
+            with (
+                process(
+                    ["chroot", f"--userspec={swlm_user}", str(root), *swlm_argv],
+                    tmp_path / "swlm.log",
+                ),
+                process(
+                    ["chroot", f"--userspec={daemon_user}", str(root), *daemon_argv],
+                    tmp_path / "daemon.log",
+                ),
+            ):
+                deadline = time.monotonic() + 120
+                while not (awaits_reboot() if until == "flashed" else sim.reports(DEVICE)):
+                    if time.monotonic() > deadline:
+                        logs = {n: (tmp_path / n).read_text() for n in ("daemon.log", "swlm.log")}
+                        pytest.fail(f"the update is not {until} after 120 s; logs: {logs}")
+                    time.sleep(0.1)
+
+        def awaits_reboot() -> bool:
             try:
-                sim.wait_for(lambda: sim.reports(DEVICE), timeout=120)
-            except TimeoutError:
-                logs = {name: (tmp_path / name).read_text() for name in ("daemon.log", "swlm.log")}
-                pytest.fail(f"no report reached the simulator; logs: {logs}")
+                journal = json.loads((swlm_state / "swlm-journal.json").read_text())
+            except (FileNotFoundError, ValueError):
+                return False
+            entry = journal["updates"].get(update_id, {})
+            return entry.get("state") == "awaiting_reboot" and entry.get("announced") is True
+
+        boot(until="flashed")
+        assert sim.reports(DEVICE) == []  # it counts once slot b has booted
+        (swlm_state / "boot_id").write_text(f"{uuid.uuid4()}\n")  # a reboot
+        boot(until="reported")
         (report,) = sim.reports(DEVICE)
     assert report.update_id == update_id
     assert [r.result_code for r in report.results] == [0], report.results
