@@ -174,6 +174,10 @@ class RebootRun(CrashRun):
             env["SOTA_KILL_AT"] = f"{kill.name}@{left}"
         return env
 
+    def _passes(self) -> list[str]:
+        """Every kill point the SWLM passed so far, in all its starts."""
+        return self.trace.read_text().split() if self.trace.exists() else []
+
     def _start_swlm(self, env: dict[str, str]) -> None:
         argv = [
             sys.executable,
@@ -333,12 +337,14 @@ class RebootRun(CrashRun):
             argv, capture_output=True, text=True, env=env, timeout=TOOL_TIMEOUT, check=False
         )
         with (self.workdir / "swlm.log").open("a") as log:
-            log.write(f"$ {' '.join(argv[1:3])}... -> {done.returncode}\n{done.stdout}{done.stderr}")
+            log.write(
+                f"$ {' '.join(argv[1:3])}... -> {done.returncode}\n{done.stdout}{done.stderr}"
+            )
         return done
 
     # -- the promise -----------------------------------------------------------------------
 
-    def expected(self) -> tuple[ResultCode, str]:
+    def verdict(self) -> tuple[ResultCode, str]:
         """The verdict this run must end in, and a part of its text: an install cut short
         (the journal said "installing" at the first cut) is INTERNAL_ERROR; else the plan's."""
         first = next((c for c in self.outcome.cuts if c.why == "killed"), None)
@@ -355,7 +361,7 @@ class RebootRun(CrashRun):
         reports = [r for r in sim.reports(DEVICE) if r.update_id == self.update_id]
         assert [r.status for r in reports] == [204], context
         (result,) = reports[0].results
-        code, text = self.expected()
+        code, text = self.verdict()
         assert (result.result_code, text in result.result_text) == (code, True), (
             result,
             context,

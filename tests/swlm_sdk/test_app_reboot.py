@@ -585,3 +585,53 @@ async def test_an_interrupted_install_is_rolled_back_and_reported(
             "the install was interrupted: the SWLM stopped before it finished",
         )
     ]
+
+
+async def test_the_sdk_doc_s_reboot_example(fake_daemon: FakeDaemon, device: Device) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "sdk.md").read_text()
+    code = text.split("<!-- example: reboot -->\n```python\n", 1)[1].split("```", 1)[0]
+    slots = {"good": False, "switched_back": False}
+
+    def make(healthy: bool) -> App:
+        app = device.app(fake_daemon, confirm_boots=1)
+        namespace: dict[str, Any] = {
+            "app": app,
+            "write_inactive_slot": lambda image: "b",
+            "booted_the_new_slot": lambda: True,
+            "healthy": lambda: healthy,
+            "mark_slot_good": lambda: slots.update(good=True),
+            "switch_back": lambda: slots.update(switched_back=True),
+        }
+        exec(compile(code, "docs/sdk.md", "exec"), namespace)
+        return app
+
+    await install_and_await(fake_daemon, make(healthy=True), "u1")
+    await install_and_await(fake_daemon, make(healthy=False), "u2")
+    assert fake_daemon.requests.count(b"SendRebootNeeded u1 flashed to slot b, on trial") == 1
+    device.reboot()
+
+    await serve_until(make(healthy=False), anyio.lowlevel.checkpoint)  # no verdict
+    assert fake_daemon.reports == []
+    assert slots == {"good": False, "switched_back": False}
+    await serve_until(make(healthy=True), anyio.lowlevel.checkpoint)  # same boot: not asked
+    assert fake_daemon.reports == []
+    device.reboot()
+
+    async def rolled_back() -> None:
+        await fake_daemon.wait_for(SendUpdateReport, count=2)
+
+    await serve_until(make(healthy=True), rolled_back)
+    assert fake_daemon.reports == [
+        report("u1", ResultCode.INSTALL_FAILED, "rolled back after 1 unconfirmed boots"),
+        report("u2", ResultCode.INSTALL_FAILED, "rolled back after 1 unconfirmed boots"),
+    ]
+    assert slots == {"good": False, "switched_back": True}
+    await install_and_await(fake_daemon, make(healthy=True), "u3")
+    device.reboot()
+
+    async def confirmed() -> None:
+        await fake_daemon.wait_for(SendUpdateReport, count=3)
+
+    await serve_until(make(healthy=True), confirmed)
+    assert fake_daemon.reports[2] == report("u3", ResultCode.OK, "runs after 1 boot(s)")
+    assert slots["good"]
