@@ -153,6 +153,148 @@ MUTANTS = [
         "",
         ("tests/sota_client/test_install_progress.py",),
     ),
+    # -- reboot, confirm, rollback: the App ---------------------------------------------------
+    Mutant(
+        "reboot: a restart in the same boot counts no boot",
+        "swlm_sdk/_app.py",
+        "            if entry.boot_id != self._boot_id:",
+        "            if True:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: the on_boot hook is asked once a boot",
+        "swlm_sdk/_app.py",
+        "            if entry.boots > 0 and not entry.checked:",
+        "            if entry.boots > 0:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: the on_boot hook is not asked before the first reboot",
+        "swlm_sdk/_app.py",
+        "            if entry.boots > 0 and not entry.checked:",
+        "            if not entry.checked:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: an update unconfirmed for confirm_boots boots is rolled back",
+        "swlm_sdk/_app.py",
+        "            overdue = entry.boots > self.confirm_boots and not manual",
+        "            overdue = False",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: a confirm before the first reboot is refused",
+        "swlm_sdk/_app.py",
+        "        if entry.boots == 0:",
+        "        if False:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: a success from the rollback hook is reported a failure",
+        "swlm_sdk/_app.py",
+        "            code = ResultCode.INSTALL_FAILED",
+        "            pass",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: the daemon is told until it takes SendRebootNeeded",
+        "swlm_sdk/_app.py",
+        "            if not entry.announced and not await self._announce(update_id, entry):",
+        "            if False:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: a 2016 daemon is sent SendRebootNeeded once",
+        "swlm_sdk/_app.py",
+        "                    self._announce_refused = True",
+        "                    pass",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: without a boot id an install that needs a reboot fails",
+        "swlm_sdk/_app.py",
+        """        if self._boot_id is None:
+            log.error(
+                "update %s is installed and needs a reboot""",
+        """        if False:
+            log.error(
+                "update %s is installed and needs a reboot""",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: an interrupted install is rolled back",
+        "swlm_sdk/_app.py",
+        "            if self._on_rollback is not None:  # undo what the install may have done",
+        "            if False:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "reboot: an entry awaiting a reboot has its boot id",
+        "swlm_sdk/_journal.py",
+        """        if entry.state == "awaiting_reboot" and not entry.boot_id:""",
+        "        if False:",
+        ("tests/swlm_sdk/test_journal.py",),
+    ),
+    Mutant(
+        "control: the control socket is private",
+        "swlm_sdk/_control.py",
+        "    def __init__(self, path: str, confirm: Confirm, *, mode: int = 0o600) -> None:",
+        "    def __init__(self, path: str, confirm: Confirm, *, mode: int = 0o666) -> None:",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    Mutant(
+        "control: a request with unknown fields is refused",
+        "swlm_sdk/_control.py",
+        "class _Request(msgspec.Struct, forbid_unknown_fields=True):",
+        "class _Request(msgspec.Struct):",
+        ("tests/swlm_sdk/test_app_reboot.py",),
+    ),
+    # -- reboot, confirm, rollback: swlm_flash ----------------------------------------------
+    Mutant(
+        "flash: the bootloader falls back after max tries",
+        "examples/swlm_flash/swlm_flash.py",
+        """            if trial["tries"] < trial["max_tries"]:""",
+        "            if True:",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
+    Mutant(
+        "flash: the bootloader counts a boot once",
+        "examples/swlm_flash/swlm_flash.py",
+        """        if state["boot_id"] == boot_id:
+            return state""",
+        "",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
+    Mutant(
+        "flash: one trial at a time",
+        "examples/swlm_flash/swlm_flash.py",
+        """        if trial is not None and trial["status"] == "trying":
+            return (""",
+        """        if False:
+            return (""",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
+    Mutant(
+        "flash: nothing is flashed while a rolled-back slot runs",
+        "examples/swlm_flash/swlm_flash.py",
+        """        if state["booted"] != state["active"]:""",
+        "        if False:",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
+    Mutant(
+        "flash: the new slot is checked after its boot",
+        "examples/swlm_flash/swlm_flash.py",
+        "        problem = self.healthy(state, slot)",
+        "        problem = None",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
+    Mutant(
+        "flash: by hand, a slot waits for its confirm",
+        "examples/swlm_flash/swlm_flash.py",
+        """        if state["booted"] != slot or (self.confirm_by_hand and not pending.manual):""",
+        """        if state["booted"] != slot:""",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
     Mutant(
         "after a 2016 daemon's bad command, the App sends no more progress",
         "swlm_sdk/_app.py",

@@ -130,6 +130,8 @@ async def test_corrupt_journal_is_moved_aside(
         ('{"updates": {"": {"state": "installing"}}}', "at `key`"),
         ('{"updates": {"a;b": {"state": "installing"}}}', "at `key`"),
         ('{"updates": {"%s": {"state": "installing"}}}' % ("x" * 1025), "at `key`"),
+        ('{"updates": {"u1": {"state": "awaiting_reboot"}}}', "awaits a reboot but has no boot"),
+        ('{"updates": {"u1": {"state": "awaiting_reboot", "boot_id": "b", "boots": "2"}}}', "int"),
         ("[]", "Expected `object`"),
         ('{"updates": {"u1": {"state": "pending", "code": 0}}', "truncated"),
     ],

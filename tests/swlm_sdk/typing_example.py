@@ -10,6 +10,7 @@ from typing import assert_type
 import swlm_sdk
 from swlm_sdk import (
     App,
+    AwaitingConfirmation,
     Client,
     DownloadComplete,
     Event,
@@ -17,6 +18,7 @@ from swlm_sdk import (
     InstalledPackagesSent,
     InstallError,
     Package,
+    RebootNeeded,
     ResultCode,
     Retry,
     UpdateReportSent,
@@ -81,3 +83,28 @@ def sync_testing(fake: SyncFakeDaemon) -> None:
         assert_type(fake.wait_for(SendUpdateReport), list[SendUpdateReport])
         assert_type(fake.wait_for(), list[Command])
     assert_type(fake.reports, list[UpdateReport])
+
+
+reboot_app = App("/var/lib/example-flash", config="/etc/sota.toml", confirm_boots=3)
+
+
+@reboot_app.on_download_complete
+def flash(event: DownloadComplete) -> RebootNeeded:
+    return RebootNeeded(f"flashed {event.update_id} to slot b")
+
+
+@reboot_app.on_boot
+def after_boot(pending: AwaitingConfirmation) -> tuple[ResultCode, str] | None:
+    return (ResultCode.OK, "runs") if pending.boots == 1 and not pending.manual else None
+
+
+@reboot_app.on_rollback
+async def roll_back(pending: AwaitingConfirmation) -> ResultCode:
+    return ResultCode.INSTALL_FAILED
+
+
+async def confirming(app: App) -> None:
+    assert_type(await app.confirm("u1"), str)
+    assert_type(await swlm_sdk.confirm_update(app.control_socket, "u1"), str)
+    assert_type(sync.confirm_update(swlm_sdk.control_socket_path("/var/lib/x"), "u1"), str)
+    assert_type(swlm_sdk.read_boot_id(), str)
