@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._calls import call_user
 from ._client import DEFAULT_TIMEOUT, EXTENSION_REJECTED, Client, Retry
-from ._control import ControlServer, control_socket_path
+from ._control import control_server, control_socket_path
 from ._errors import (
     CommandFailed,
     CommandRejected,
@@ -450,7 +450,7 @@ class App:
         ``installs``, ``concurrency`` at a time; then close the socket (shutdown phase 1), so
         that the daemon sees no more events are taken."""
         assert self._dispatch_scope is not None
-        async with listener, ControlServer(self.control_socket, self.confirm):
+        async with listener, control_server(self.control_socket, self.confirm):
             log.info(
                 "SWLM ready: events on %s, reports to %s", listener.path, self.client.socket_path
             )

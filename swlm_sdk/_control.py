@@ -9,11 +9,10 @@ the SWLM's own user and root, not for the daemon's group.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Self
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import msgspec
@@ -27,8 +26,8 @@ from ._wire import exchange, receive_to_eof
 __all__ = [
     "CONTROL_SOCKET_NAME",
     "DEFAULT_CONFIRM_TIMEOUT",
-    "ControlServer",
     "confirm_update",
+    "control_server",
     "control_socket_path",
 ]
 
@@ -66,39 +65,26 @@ def control_socket_path(state_dir: StrPath) -> str:
     )
 
 
-class ControlServer:
-    """Listen on the control socket and answer each request with ``confirm(update_id)``."""
+@contextlib.asynccontextmanager
+async def control_server(path: str, confirm: Confirm, *, mode: int = 0o600) -> AsyncIterator[None]:
+    """Listen on the control socket at ``path`` and answer each request with
+    ``confirm(update_id)``, until the block ends; then remove the socket."""
+    listener, identity = await bind_own_socket(path, mode, "control socket")
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_ControlServer(path, confirm).serve, listener)
+            yield
+            group.cancel_scope.cancel()
+    finally:
+        unlink_own_socket(path, identity)
 
-    def __init__(self, path: str, confirm: Confirm, *, mode: int = 0o600) -> None:
+
+class _ControlServer:
+    def __init__(self, path: str, confirm: Confirm) -> None:
         self.path = path
-        self.mode = mode
         self._confirm = confirm
-        self._identity: tuple[int, int] | None = None
-        self._group: anyio.abc.TaskGroup | None = None
 
-    async def __aenter__(self) -> Self:
-        listener, self._identity = await bind_own_socket(self.path, self.mode, "control socket")
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        group.start_soon(self._serve, listener)
-        self._group = group
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        group, self._group = self._group, None
-        try:
-            if group is not None:
-                group.cancel_scope.cancel()
-                await group.__aexit__(None, None, None)
-        finally:
-            unlink_own_socket(self.path, self._identity)
-
-    async def _serve(self, listener: SocketListener) -> None:
+    async def serve(self, listener: SocketListener) -> None:
         slots = anyio.Semaphore(_CONNECTIONS)  # more peers wait in the kernel's backlog
         async with listener, anyio.create_task_group() as group:
             while True:

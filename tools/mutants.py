@@ -238,8 +238,8 @@ MUTANTS = [
     Mutant(
         "control: the control socket is private",
         "swlm_sdk/_control.py",
-        "    def __init__(self, path: str, confirm: Confirm, *, mode: int = 0o600) -> None:",
-        "    def __init__(self, path: str, confirm: Confirm, *, mode: int = 0o666) -> None:",
+        "async def control_server(path: str, confirm: Confirm, *, mode: int = 0o600)",
+        "async def control_server(path: str, confirm: Confirm, *, mode: int = 0o666)",
         ("tests/swlm_sdk/test_app_reboot.py",),
     ),
     Mutant(
