@@ -69,8 +69,8 @@ InstallHandler: TypeAlias = Callable[
 ]
 """A sync or async function that installs ``event.update_image``."""
 
-Verdict: TypeAlias = ResultCode | int | str | tuple[ResultCode | int | str, str] | None
-"""What the ``on_boot`` hook returns: a code or ``(code, text)``, or ``None``: no verdict yet."""
+Verdict: TypeAlias = Outcome
+"""What the ``on_boot`` hook returns: a code or ``(code, text)``, but ``None`` is no verdict yet."""
 
 BootHandler: TypeAlias = Callable[[AwaitingConfirmation], Verdict | Awaitable[Verdict]]
 """A sync or async function that decides, after a reboot, whether an update works."""
@@ -162,6 +162,9 @@ class App:
     kept in a journal under ``state_dir`` until the daemon accepts them (retried with
     ``report_retry`` backoff, and re-sent at the next start). An update already handled is
     not installed again, and a report the daemon accepted is final: it is never sent again.
+    A handler that returns :class:`RebootNeeded` has its report held back until the device has
+    rebooted into the update and ``on_boot`` (or ``swlm confirm``, on the ``control_socket``,
+    by default ``state_dir/control.socket``) confirmed it, or ``on_rollback`` undid it.
 
     Socket paths: ``commands_socket``/``events_socket``, else ``config`` (the daemon's TOML),
     else ``$SOTA_CONFIG``, else the 2016 defaults.
