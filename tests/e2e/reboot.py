@@ -25,7 +25,6 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sota_client.sim import CoreSimulator
@@ -63,6 +62,7 @@ class Plan:
     confirm_by_hand: bool = False
     confirm: bool = False  # run `swlm_flash.py confirm` once the SWLM awaits a confirmation
     restarts: int = 0  # restarts (no reboot) of both processes in a boot before rebooting
+    rot: bool = False  # slot b changes after the install: it fails its check after the reboot
     ok: bool = True  # the verdict of a run without kills
     text: str = ""  # a part of that verdict's report text
 
@@ -77,15 +77,19 @@ class Cut:
     daemon: str | None  # the daemon's state for the update
     swlm: dict[str, Any] | None  # the SWLM's journal entry for the update
     boot_state: dict[str, Any]
+    passed: int  # kill points the SWLM passed before it, in all its starts
 
 
 @dataclass
 class RebootOutcome(Outcome):
     """What one run saw, with the device at each cut and the confirm commands it ran."""
 
+    kills: list[str] = field(default_factory=list)  # where the SWLM was to be killed
     cuts: list[Cut] = field(default_factory=list)
     confirms: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
     boots: int = 0  # the boot the run ended in (0: the one of the install)
+    result: tuple[int, str] = (-1, "")  # the code and text of the report at Core
+    boot_state: dict[str, Any] = field(default_factory=dict)  # at the end
 
 
 class RebootRun(CrashRun):
@@ -125,11 +129,13 @@ class RebootRun(CrashRun):
     ) -> RebootOutcome:
         """Carry the update to its report, killing the SWLM at ``kill`` (or at each of
         ``kills`` in turn) and cutting the power after each kill; then, with both processes
-        still up, ``then(self, sim)``; then check the promise. The SWLM's trace is always
-        kept (it counts the passes of each point), ``trace`` is for the caller's signature."""
+        still up, ``then(self, sim)``; then check the promise. ``trace`` is ignored (it is
+        CrashRun's): the SWLM's trace is always kept, since it counts the passes of each point
+        over the SWLM's starts."""
         del trace
         started = time.monotonic()
         self.kills = [kill] if kill is not None else list(kills)
+        self.outcome.kills = [str(k) for k in self.kills]
         try:
             with CoreSimulator() as sim:
                 self._prepare(sim)
@@ -211,7 +217,8 @@ class RebootRun(CrashRun):
         deadline = time.monotonic() + DEADLINE
         while True:
             assert time.monotonic() < deadline, f"no report within {DEADLINE} s"
-            assert self.daemon is not None and self.daemon.running(), "the daemon died"
+            assert self.daemon is not None
+            assert self.daemon.running(), f"the daemon died:\n{self.logs()}"
             assert self.swlm is not None
             if self.swlm.poll() is not None:
                 self._fired()
@@ -280,6 +287,8 @@ class RebootRun(CrashRun):
             and entry.get("announced", False)
             and entry["boot_id"] == self.boot_id()
             and (entry.get("boots", 0) == 0 or entry.get("checked", False))
+            # The commit's own kill point is passed too: one armed there fires now or never.
+            and self._passes()[-1:] in (["swlm.journal.announced"], ["swlm.journal.checked"])
         )
 
     def boot_id(self) -> str:
@@ -291,15 +300,26 @@ class RebootRun(CrashRun):
 
     def _power_cut(self, sim: CoreSimulator, why: str) -> None:
         """SIGKILL whatever runs; a new boot id unless it is a restart; start both again."""
-        reports = [r for r in sim.reports(DEVICE) if r.update_id == self.update_id]
-        daemon = self.daemon_states().get(self.update_id)
-        cut = Cut(self.outcome.boots, why, len(reports), daemon, self._entry(), self.device())
-        self.outcome.cuts.append(cut)
-        assert self.swlm is not None and self.daemon is not None
+        assert self.swlm is not None
+        assert self.daemon is not None
         if self.swlm.poll() is None:
             self.swlm.kill()
             self.swlm.wait()
+            if self.fired < len(self.kills):
+                kill = self.kills[self.fired]
+                if self._passes().count(kill.name) >= kill.nth:  # it was dying there anyway
+                    self.fired += 1
+                    why = "killed"
+        reports = [r for r in sim.reports(DEVICE) if r.update_id == self.update_id]
+        daemon = self.daemon_states().get(self.update_id)
+        state, passed = self.device(), len(self._passes())
+        cut = Cut(self.outcome.boots, why, len(reports), daemon, self._entry(), state, passed)
+        self.outcome.cuts.append(cut)
         self.daemon.kill()
+        if self.plan.rot and cut.swlm is not None and cut.swlm["state"] == "awaiting_reboot":
+            image = bytearray(self.slot_b.read_bytes())
+            image[0] = self.image[0] ^ 0xFF  # the same rot at every cut
+            self.slot_b.write_bytes(image)
         if why != "restart":
             self.outcome.boots += 1
             self._restarted = 0
@@ -337,9 +357,8 @@ class RebootRun(CrashRun):
             argv, capture_output=True, text=True, env=env, timeout=TOOL_TIMEOUT, check=False
         )
         with (self.workdir / "swlm.log").open("a") as log:
-            log.write(
-                f"$ {' '.join(argv[1:3])}... -> {done.returncode}\n{done.stdout}{done.stderr}"
-            )
+            shown = " ".join(argv[1:])
+            log.write(f"$ {shown} -> {done.returncode}\n{done.stdout}{done.stderr}")
         return done
 
     # -- the promise -----------------------------------------------------------------------
@@ -361,12 +380,13 @@ class RebootRun(CrashRun):
         reports = [r for r in sim.reports(DEVICE) if r.update_id == self.update_id]
         assert [r.status for r in reports] == [204], context
         (result,) = reports[0].results
+        self.outcome.result = (result.result_code, result.result_text)
+        self.outcome.boot_state = state = self.device()
         code, text = self.verdict()
         assert (result.result_code, text in result.result_text) == (code, True), (
             result,
             context,
         )
-        state = self.device()
         if code == ResultCode.OK:
             assert self.slot_b.read_bytes() == self.image, context
             assert (state["active"], state["trial"]["status"]) == ("b", "good"), context
@@ -391,16 +411,17 @@ def clean_run(
 
 
 def run_kills(
-    plan: Plan, plans: Sequence[Sequence[Kill]], *, workers: int = 4
-) -> list[tuple[Sequence[Kill], RebootOutcome]]:
-    """One run of ``plan`` per kill sequence, ``workers`` at a time; raise the first failure."""
+    runs: Sequence[tuple[Plan, Sequence[Kill]]], *, workers: int = 4
+) -> list[RebootOutcome]:
+    """One run per (plan, kills), ``workers`` at a time; raise the first failure."""
 
-    def one(kills: Sequence[Kill]) -> tuple[Sequence[Kill], RebootOutcome]:
+    def one(item: tuple[Plan, Sequence[Kill]]) -> RebootOutcome:
+        plan, kills = item
         run = RebootRun(plan, seed=zlib.crc32(" ".join(map(str, kills)).encode()))
         try:
-            return kills, run.run(kills=kills)
+            return run.run(kills=kills)
         finally:
             run.cleanup()
 
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, plans))
+        return list(pool.map(one, runs))
