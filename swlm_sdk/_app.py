@@ -298,7 +298,7 @@ class App:
         a after 3 unconfirmed boots")``. Without it the App reports ``INSTALL_FAILED`` ("not
         confirmed after 3 boots") and rolls nothing back. It is also called, with
         ``pending.boots == 0``, for an install the SWLM was killed in, to undo what it may have
-        done (that update is reported ``INTERNAL_ERROR``, whatever the hook returns). Like
+        done (that update is reported ``INTERNAL_ERROR``, the hook's text in brackets). Like
         :meth:`on_boot` it must be idempotent; if it raises, ``INTERNAL_ERROR`` is reported
         with its text.
         """
@@ -424,9 +424,12 @@ class App:
         await self.journal.open()
         for update_id in self.journal.interrupted():
             log.error("update %s: %s; reporting INTERNAL_ERROR", update_id, _INTERRUPTED)
+            text = _INTERRUPTED
             if self._on_rollback is not None:  # undo what the install may have done
-                await self._roll_back(AwaitingConfirmation(update_id, _INTERRUPTED, boots=0))
-            await self.journal.record(update_id, ResultCode.INTERNAL_ERROR, _INTERRUPTED)
+                pending = AwaitingConfirmation(update_id, _INTERRUPTED, boots=0)
+                _, undone = await self._roll_back(pending)
+                text = f"{_INTERRUPTED} ({undone})"[:_MAX_TEXT]
+            await self.journal.record(update_id, ResultCode.INTERNAL_ERROR, text)
 
     def _begin_run(self) -> None:
         """Fresh per-run state; a :meth:`stop` that came before the start stops at once."""

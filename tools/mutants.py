@@ -289,6 +289,13 @@ MUTANTS = [
         ("tests/examples/test_swlm_flash.py",),
     ),
     Mutant(
+        "flash: the boot state is locked for each change",
+        "examples/swlm_flash/swlm_flash.py",
+        "            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))",
+        "            pass",
+        ("tests/examples/test_swlm_flash.py",),
+    ),
+    Mutant(
         "flash: by hand, a slot waits for its confirm",
         "examples/swlm_flash/swlm_flash.py",
         """        if state["booted"] != slot or (self.confirm_by_hand and not pending.manual):""",

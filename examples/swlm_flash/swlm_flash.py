@@ -18,7 +18,10 @@ GRUB's ``grubenv``, or RAUC's slot status do this).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -29,9 +32,10 @@ import stat
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from swlm_sdk import (
     DEFAULT_BOOT_ID_FILE,
@@ -262,6 +266,48 @@ def load_boot_state(path: Path) -> dict[str, Any]:
     return state
 
 
+@contextlib.contextmanager
+def boot_state_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
+    """Hold the boot state for one read-change-write: the SWLM and its command line both
+    change it, and neither may undo the other's change.
+
+    ADAPT: the bootloader's own tools lock their environment (U-Boot's ``fw_setenv`` takes
+    ``/var/lock/fw_printenv.lock``); take the same lock.
+
+    :raises InstallError: GENERAL_ERROR, when ``wait`` is false and the lock is held.
+    """
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise InstallError(
+                ResultCode.GENERAL_ERROR,
+                f"the boot state {path} is in use (the SWLM is flashing or checking a slot): "
+                "try again once it is done",
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _holding_boot_state(
+    method: Callable[Concatenate[Flasher, P], T],
+) -> Callable[Concatenate[Flasher, P], T]:
+    """The method runs with the boot state locked (see :func:`boot_state_lock`)."""
+
+    @functools.wraps(method)
+    def locked(self: Flasher, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with boot_state_lock(self.boot_state, wait=self.wait_for_lock):
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 def save_boot_state(path: Path, state: dict[str, Any]) -> None:
     """Replace the boot state atomically: a crash leaves the old file or the new one.
 
@@ -303,6 +349,8 @@ class Flasher:
     :param confirm_by_hand: the new slot is confirmed only by ``swlm_flash confirm`` (or
         ``swlm confirm``), not as soon as it has booted and passed :meth:`healthy`.
     :param boot_id_file: where the running boot's id is (a file a test can change).
+    :param wait_for_lock: wait while another process holds the boot state (the SWLM does);
+        else fail at once (the command line does: a flash can take minutes).
     """
 
     def __init__(
@@ -316,6 +364,7 @@ class Flasher:
         max_tries: int = DEFAULT_MAX_TRIES,
         confirm_by_hand: bool = False,
         boot_id_file: str | os.PathLike[str] = DEFAULT_BOOT_ID_FILE,
+        wait_for_lock: bool = True,
     ) -> None:
         self.slots = slots
         self.boot_state = boot_state
@@ -325,6 +374,7 @@ class Flasher:
         self.max_tries = max_tries
         self.confirm_by_hand = confirm_by_hand
         self.boot_id_file = boot_id_file
+        self.wait_for_lock = wait_for_lock
 
     def capacity(self, slot: Path) -> int | None:
         """How many bytes the slot holds (None: no limit known)."""
@@ -344,9 +394,14 @@ class Flasher:
 
     # -- the boot state, as the bootloader leaves it ---------------------------------------
 
+    @_holding_boot_state
+    def current(self) -> dict[str, Any]:
+        """The boot state of this boot (for the command line)."""
+        return self.load()
+
     def load(self) -> dict[str, Any]:
         """The boot state of this boot: at the first look in a new boot, do what the
-        bootloader did when the device started.
+        bootloader did when the device started. Call it with the boot state locked.
 
         ADAPT: this stands for the bootloader. A slot on trial is booted and its ``tries``
         counted, up to ``max_tries``; then the bootloader falls back to the slot it came
@@ -380,6 +435,7 @@ class Flasher:
 
     # -- the install handler --------------------------------------------------------------
 
+    @_holding_boot_state
     def install(self, event: DownloadComplete) -> tuple[ResultCode, str] | RebootNeeded:
         """Flash the bundle ``event.update_image`` and put the slot on trial; called by the
         SDK in a worker thread. The update counts once the slot has booted and is confirmed."""
@@ -542,6 +598,7 @@ class Flasher:
 
     # -- after the reboot: confirm or roll back ------------------------------------------
 
+    @_holding_boot_state
     def after_boot(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str] | None:
         """The SDK's ``on_boot`` hook: the verdict on the trial of ``pending``'s update.
 
@@ -593,6 +650,7 @@ class Flasher:
             return f"it reads back with sha256 {digest}, not {record['sha256']}"
         return None
 
+    @_holding_boot_state
     def roll_back(self, pending: AwaitingConfirmation) -> tuple[ResultCode, str]:
         """The SDK's ``on_rollback`` hook: the trial went ``pending.boots`` boots unconfirmed
         (or its install was interrupted: ``pending.boots == 0``). Idempotent."""
@@ -602,8 +660,11 @@ class Flasher:
             return ResultCode.INSTALL_FAILED, "nothing to roll back: the slot was never on trial"
         if trial["status"] in ("fell_back", "rolled_back"):
             return ResultCode.INSTALL_FAILED, trial["why"]
-        if pending.boots == 0:
-            why = f"the install was interrupted, slot {trial['from']} stays active"
+        if pending.boots == 0 and state["booted"] == trial["slot"]:
+            # The power cut came after the trial was set, and the bootloader tried the slot.
+            why = f"slot {trial['slot']} runs unconfirmed until the next boot, into {trial['from']}"
+        elif pending.boots == 0:
+            why = f"slot {trial['from']} stays active"
         else:
             why = f"rolled back to slot {trial['from']} after {pending.boots} unconfirmed boots"
         return self.roll_back_trial(state, why)
@@ -618,6 +679,7 @@ class Flasher:
         log.warning("update %s: %s", trial["update_id"], why)
         return ResultCode.INSTALL_FAILED, why
 
+    @_holding_boot_state
     def roll_back_by_hand(self) -> str:
         """``swlm_flash rollback``: boot the other slot from the next boot on; what was done.
 
@@ -636,6 +698,7 @@ class Flasher:
 
     # -- the installed-packages provider ------------------------------------------------
 
+    @_holding_boot_state
     def installed_packages(self) -> list[tuple[str, str]]:
         """The firmware in the slot that runs, as one (name, version) package."""
         state = self.load()
@@ -763,15 +826,17 @@ def tool(argv: list[str]) -> int:
             "--boot-id-file", metavar="PATH", default=DEFAULT_BOOT_ID_FILE, help=argparse.SUPPRESS
         )
     args = parser.parse_args(argv)
-    flasher = Flasher({}, Path(args.boot_state), boot_id_file=args.boot_id_file)
+    flasher = Flasher(
+        {}, Path(args.boot_state), boot_id_file=args.boot_id_file, wait_for_lock=False
+    )
     try:
         if args.command == "status":
-            state = flasher.load()
+            state = flasher.current()
             print(json.dumps(state, indent=2, sort_keys=True) if args.json else describe(state))
         elif args.command == "rollback":
             print(flasher.roll_back_by_hand())
         else:
-            trial = flasher.load()["trial"]
+            trial = flasher.current()["trial"]  # unlocked again: the SWLM's hook locks it
             if trial is None or trial["status"] != "trying":
                 raise InstallError(ResultCode.GENERAL_ERROR, "no slot is on trial")
             path = control_socket_path(args.state_dir)

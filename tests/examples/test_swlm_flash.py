@@ -189,7 +189,8 @@ async def test_flashes_the_inactive_slot_then_the_other(
     assert (state["active"], state["booted"]) == ("a", "a")
     assert state["a"] == {"name": "fw", "version": "1.2", "sha256": sha(v12), "size": len(v12)}
     assert fake_daemon.package_lists[-1] == (Package("fw", "1.2"),)
-    assert sorted(p.name for p in device.boot_state.parent.iterdir()) == ["bootstate.json"]
+    names = sorted(p.name for p in device.boot_state.parent.iterdir())
+    assert names == [".bootstate.json.lock", "bootstate.json"]  # no temporary file left
     # Its progress while it wrote and verified, throttled by the SDK, the last before the
     # reboot notice.
     for update_id, slot in (("u1", "b"), ("u2", "a")):
@@ -282,6 +283,21 @@ async def test_unconfirmed_boots_fall_back(fake_daemon: FakeDaemon, device: Devi
     state = device.state()
     assert (state["active"], state["booted"], state["trial"]["status"]) == ("a", "a", "fell_back")
     assert fake_daemon.package_lists[-1] == (Package("fw", "1.0"),)
+
+
+def test_the_command_line_does_not_wait_for_a_flash(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with swlm_flash.boot_state_lock(device.boot_state):  # the SWLM, flashing
+        assert device.tool("status") == 1
+        assert device.tool("rollback") == 1
+    assert capsys.readouterr().err == 2 * (
+        f"swlm_flash: GENERAL_ERROR: the boot state {device.boot_state} is in use (the SWLM "
+        "is flashing or checking a slot): try again once it is done\n"
+    )
+    assert device.state()["active"] == "a"
+    assert device.tool("rollback") == 1  # free again: now it is the slot that is empty
+    assert "slot b holds nothing" in capsys.readouterr().err
 
 
 @pytest.mark.anyio

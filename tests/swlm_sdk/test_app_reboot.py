@@ -582,7 +582,8 @@ async def test_an_interrupted_install_is_rolled_back_and_reported(
         report(
             "u7",
             ResultCode.INTERNAL_ERROR,
-            "the install was interrupted: the SWLM stopped before it finished",
+            "the install was interrupted: the SWLM stopped before it finished "
+            "(slot a stays active)",
         )
     ]
 
