@@ -687,8 +687,8 @@ class App:
                     entry.boots,
                     self.confirm_boots,
                 )
-            if entry.boots > 0 and not entry.checked:
-                with contextlib.suppress(ConfirmRefused):
+            if not entry.checked:
+                with contextlib.suppress(ConfirmRefused):  # e.g. not rebooted into yet
                     await self._decide(update_id, manual=False)
 
     async def confirm(self, update_id: str) -> str:

@@ -164,15 +164,8 @@ MUTANTS = [
     Mutant(
         "reboot: the on_boot hook is asked once a boot",
         "swlm_sdk/_app.py",
-        "            if entry.boots > 0 and not entry.checked:",
-        "            if entry.boots > 0:",
-        ("tests/swlm_sdk/test_app_reboot.py",),
-    ),
-    Mutant(
-        "reboot: the on_boot hook is not asked before the first reboot",
-        "swlm_sdk/_app.py",
-        "            if entry.boots > 0 and not entry.checked:",
         "            if not entry.checked:",
+        "            if True:",
         ("tests/swlm_sdk/test_app_reboot.py",),
     ),
     Mutant(
@@ -183,7 +176,7 @@ MUTANTS = [
         ("tests/swlm_sdk/test_app_reboot.py",),
     ),
     Mutant(
-        "reboot: a confirm before the first reboot is refused",
+        "reboot: not confirmed nor asked before the first reboot",
         "swlm_sdk/_app.py",
         "        if entry.boots == 0:",
         "        if False:",
