@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -279,9 +280,9 @@ class App:
         again when ``swlm confirm`` asks (``pending.manual``). It returns ``OK`` (or
         ``(OK, text)``) once it has made the update permanent (marked the slot good), a
         failure code once it has rolled back (or found that the bootloader did), or ``None``:
-        no verdict yet. An update with no verdict in ``confirm_boots`` boots is rolled back at
-        the start of the next one (:meth:`on_rollback`). An exception counts as no verdict,
-        and is logged.
+        no verdict yet. An update with no verdict in ``confirm_boots`` boots is asked a last
+        time at the start of the next one, then rolled back (:meth:`on_rollback`) if there is
+        still none. An exception counts as no verdict, and is logged.
 
         It must be idempotent: a power cut after it acted and before its verdict is on disk
         makes it run again in the same boot. Without a hook, ``swlm confirm`` confirms.
@@ -703,17 +704,17 @@ class App:
 
     async def _decide(self, update_id: str, *, manual: bool) -> str:
         """Journal what follows for one update: the report of the ``on_boot`` hook's verdict;
-        or, once it went ``confirm_boots`` boots unconfirmed (checked at the start of the next
-        one), the rollback's report; or that the hook was asked in this boot. The report's
-        text; ConfirmRefused if there is no report."""
+        or, once it went ``confirm_boots`` boots unconfirmed (known at the start of the next
+        one, where the hook is asked a last time: it may have made the update permanent right
+        before a power cut), the rollback's report; or that the hook was asked in this boot.
+        The report's text; ConfirmRefused if there is no report."""
         if self._deciding is None:
             raise RuntimeError("the App is not serving")
         async with self._deciding:
             entry = self._awaiting(update_id)
             overdue = entry.boots > self.confirm_boots and not manual
-            boots = min(entry.boots, self.confirm_boots)
-            pending = AwaitingConfirmation(update_id, entry.text, boots, manual)
-            verdict = None if overdue else await self._ask_on_boot(pending)
+            pending = AwaitingConfirmation(update_id, entry.text, entry.boots, manual)
+            verdict = await self._ask_on_boot(pending)
             kill_point("swlm.boot.decided")
             with anyio.CancelScope(shield=True):
                 if verdict is None and manual:
@@ -734,7 +735,8 @@ class App:
                         update_id,
                     )
                     raise ConfirmRefused("no verdict in this boot")
-                code, text = verdict or await self._roll_back(pending)
+                unconfirmed = dataclasses.replace(pending, boots=self.confirm_boots)
+                code, text = verdict or await self._roll_back(unconfirmed)
                 text = text or entry.text
                 await self.journal.record(update_id, code, text)
             log.info("update %s after its reboot: %s %s", update_id, code.name, text)

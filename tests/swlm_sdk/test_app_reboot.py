@@ -205,7 +205,7 @@ async def test_no_verdict_for_confirm_boots_boots_rolls_back(
         await fake_daemon.wait_for(SendUpdateReport)
 
     await serve_until(make(), reported)
-    assert asked == [1, 2, 3]  # not asked at boot 4: rolled back
+    assert asked == [1, 2, 3, 4]  # at boot 4 a last time, then rolled back
     assert rolled == [AwaitingConfirmation("u1", FLASHED, boots=3)]
     assert fake_daemon.reports == [
         report("u1", ResultCode.INSTALL_FAILED, "rolled back to slot a after 3 boots")
@@ -621,7 +621,7 @@ async def test_the_sdk_doc_s_reboot_example(fake_daemon: FakeDaemon, device: Dev
     async def rolled_back() -> None:
         await fake_daemon.wait_for(SendUpdateReport, count=2)
 
-    await serve_until(make(healthy=True), rolled_back)
+    await serve_until(make(healthy=False), rolled_back)  # asked a last time, still no
     assert fake_daemon.reports == [
         report("u1", ResultCode.INSTALL_FAILED, "rolled back after 1 unconfirmed boots"),
         report("u2", ResultCode.INSTALL_FAILED, "rolled back after 1 unconfirmed boots"),
@@ -636,3 +636,50 @@ async def test_the_sdk_doc_s_reboot_example(fake_daemon: FakeDaemon, device: Dev
     await serve_until(make(healthy=True), confirmed)
     assert fake_daemon.reports[2] == report("u3", ResultCode.OK, "runs after 1 boot(s)")
     assert slots["good"]
+
+
+async def test_made_permanent_in_the_last_boot_then_a_power_cut_still_counts(
+    fake_daemon: FakeDaemon, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    permanent: list[int] = []
+    rolled: list[int] = []
+
+    def make() -> App:
+        app = device.app(fake_daemon, confirm_boots=1)
+        flash(app)
+
+        @app.on_boot
+        def confirm(pending: AwaitingConfirmation) -> ResultCode:
+            permanent.append(pending.boots)  # marked good, idempotently
+            return ResultCode.OK
+
+        @app.on_rollback
+        def rollback(pending: AwaitingConfirmation) -> ResultCode:
+            rolled.append(pending.boots)
+            return ResultCode.INSTALL_FAILED
+
+        return app
+
+    await install_and_await(fake_daemon, make())
+    device.reboot()
+
+    class Cut(Exception):
+        pass
+
+    def cut(name: str) -> None:
+        if name == "swlm.boot.decided":
+            raise Cut  # the power goes right after the slot was marked good
+
+    monkeypatch.setattr(swlm_sdk._app, "kill_point", cut)
+    with pytest.raises(Cut):
+        await make().serve()
+    monkeypatch.undo()
+    device.reboot()  # boot 2 of confirm_boots=1: asked a last time, which says it is good
+
+    async def reported() -> None:
+        await fake_daemon.wait_for(SendUpdateReport)
+
+    await serve_until(make(), reported)
+    assert permanent == [1, 2]
+    assert rolled == []
+    assert fake_daemon.reports == [report("u1", ResultCode.OK, FLASHED)]
