@@ -560,6 +560,13 @@ MUTANTS = [
         ("tests/sota_client/test_http1.py",),
     ),
     Mutant(
+        "a TLS read that must write first waits for the socket to be writable",
+        "sota_client/_http1.py",
+        "                writing = isinstance(exc, ssl.SSLWantWriteError)",
+        "                writing = False",
+        ("tests/sota_client/test_http1.py",),
+    ),
+    Mutant(
         "a worker thread waiting for body bytes leaves when its task is cancelled",
         "sota_client/_http1.py",
         "                    anyio.from_thread.check_cancelled()",

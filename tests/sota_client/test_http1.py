@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 
@@ -338,3 +341,60 @@ def test_shown_leaves_out_the_query() -> None:
     assert Url.parse("https://s.example/blob?X-Signature=secret").shown() == (
         "https://s.example/blob"
     )
+
+
+class _WantsToWriteFirst:
+    """A TLS socket in a renegotiation: its first read raises SSLWantWriteError, as
+    ``SSLSocket.recv_into`` does when TLS must write before it can read on."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.wanted = 0
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv_into(self, view: memoryview) -> int:
+        if not self.wanted:
+            self.wanted += 1
+            raise ssl.SSLWantWriteError("the read needs a write first")
+        return self._sock.recv_into(view)
+
+
+async def test_a_tls_read_that_must_write_first_waits_until_the_socket_is_writable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting to read instead would hang a renegotiating TLS connection until its timeout."""
+    ours, theirs = socket.socketpair()
+    polled: list[int] = []
+    real_poll = select.poll
+
+    class Poll:
+        def __init__(self) -> None:
+            self._poll = real_poll()
+
+        def register(self, fd: object, events: int) -> None:
+            self._poll.register(fd, events)  # type: ignore[arg-type]
+
+        def modify(self, fd: object, events: int) -> None:
+            polled.append(events)
+            self._poll.modify(fd, events)  # type: ignore[arg-type]
+
+        def poll(self, timeout: float) -> list[tuple[int, int]]:
+            return self._poll.poll(timeout)
+
+    monkeypatch.setattr(select, "poll", Poll)  # the module _http1 polls with
+    ours.setblocking(False)
+    wrapped = _WantsToWriteFirst(ours)
+    connection = Connection(wrapped, ("https", "core", 443), timeout=5.0)  # type: ignore[arg-type]
+    body = bytes(range(256)) * 16
+    theirs.sendall(body)
+    theirs.close()
+    view = memoryview(bytearray(len(body)))
+    try:
+        assert await connection.fill(view) == len(body)
+    finally:
+        ours.close()
+    assert bytes(view) == body
+    assert wrapped.wanted == 1
+    assert polled[0] == select.POLLOUT
