@@ -284,8 +284,8 @@ MUTANTS = [
     Mutant(
         "flash: the boot state is locked for each change",
         "examples/swlm_flash/swlm_flash.py",
-        "            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))",
-        "            pass",
+        "fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))",
+        "pass",
         ("tests/examples/test_swlm_flash.py",),
     ),
     Mutant(

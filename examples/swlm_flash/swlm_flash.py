@@ -32,6 +32,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,7}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DEFAULT_MAX_TRIES = 3  # ADAPT: boots a new slot gets to be confirmed (U-Boot's bootlimit)
 TRIAL_STATES = ("trying", "good", "fell_back", "rolled_back")
+DEFAULT_LOCK_TIMEOUT = 10.0  # the command line's wait for the boot state; a flash takes longer
 
 
 def progress(percent: int, text: str) -> None:
@@ -267,25 +269,31 @@ def load_boot_state(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def boot_state_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
+def boot_state_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
     """Hold the boot state for one read-change-write: the SWLM and its command line both
-    change it, and neither may undo the other's change.
+    change it, and neither may undo the other's change. ``timeout``: seconds to wait for
+    another holder (None: as long as it takes, as the SWLM does).
 
     ADAPT: the bootloader's own tools lock their environment (U-Boot's ``fw_setenv`` takes
     ``/var/lock/fw_printenv.lock``); take the same lock.
 
-    :raises InstallError: GENERAL_ERROR, when ``wait`` is false and the lock is held.
+    :raises InstallError: GENERAL_ERROR, the lock was still held after ``timeout`` seconds.
     """
     fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise InstallError(
-                ResultCode.GENERAL_ERROR,
-                f"the boot state {path} is in use (the SWLM is flashing or checking a slot): "
-                "try again once it is done",
-            ) from None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise InstallError(
+                        ResultCode.GENERAL_ERROR,
+                        f"the boot state {path} is in use (the SWLM is flashing or checking a "
+                        f"slot) for more than {timeout:g} s: try again once it is done",
+                    ) from None
+                time.sleep(0.05)  # the SWLM's short holds (a look, a switch) pass first
         yield
     finally:
         os.close(fd)  # also releases the lock
@@ -302,7 +310,7 @@ def _holding_boot_state(
 
     @functools.wraps(method)
     def locked(self: Flasher, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        with boot_state_lock(self.boot_state, wait=self.wait_for_lock):
+        with boot_state_lock(self.boot_state, timeout=self.lock_timeout):
             return method(self, *args, **kwargs)
 
     return locked
@@ -349,8 +357,9 @@ class Flasher:
     :param confirm_by_hand: the new slot is confirmed only by ``swlm_flash confirm`` (or
         ``swlm confirm``), not as soon as it has booted and passed :meth:`healthy`.
     :param boot_id_file: where the running boot's id is (a file a test can change).
-    :param wait_for_lock: wait while another process holds the boot state (the SWLM does);
-        else fail at once (the command line does: a flash can take minutes).
+    :param lock_timeout: seconds to wait while another process holds the boot state (None,
+        the SWLM's: as long as it takes; the command line's: a few seconds, as a flash can
+        take minutes).
     """
 
     def __init__(
@@ -364,7 +373,7 @@ class Flasher:
         max_tries: int = DEFAULT_MAX_TRIES,
         confirm_by_hand: bool = False,
         boot_id_file: str | os.PathLike[str] = DEFAULT_BOOT_ID_FILE,
-        wait_for_lock: bool = True,
+        lock_timeout: float | None = None,
     ) -> None:
         self.slots = slots
         self.boot_state = boot_state
@@ -374,7 +383,7 @@ class Flasher:
         self.max_tries = max_tries
         self.confirm_by_hand = confirm_by_hand
         self.boot_id_file = boot_id_file
-        self.wait_for_lock = wait_for_lock
+        self.lock_timeout = lock_timeout
 
     def capacity(self, slot: Path) -> int | None:
         """How many bytes the slot holds (None: no limit known)."""
@@ -825,9 +834,16 @@ def tool(argv: list[str]) -> int:
         child.add_argument(
             "--boot-id-file", metavar="PATH", default=DEFAULT_BOOT_ID_FILE, help=argparse.SUPPRESS
         )
+        child.add_argument(
+            "--lock-timeout",
+            metavar="SECONDS",
+            type=float,
+            default=DEFAULT_LOCK_TIMEOUT,
+            help="wait this long while the SWLM holds the boot state (default: %(default)s)",
+        )
     args = parser.parse_args(argv)
     flasher = Flasher(
-        {}, Path(args.boot_state), boot_id_file=args.boot_id_file, wait_for_lock=False
+        {}, Path(args.boot_state), boot_id_file=args.boot_id_file, lock_timeout=args.lock_timeout
     )
     try:
         if args.command == "status":

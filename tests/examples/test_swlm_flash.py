@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -285,17 +286,36 @@ async def test_unconfirmed_boots_fall_back(fake_daemon: FakeDaemon, device: Devi
     assert fake_daemon.package_lists[-1] == (Package("fw", "1.0"),)
 
 
-def test_the_command_line_does_not_wait_for_a_flash(
+def test_the_command_line_waits_a_little_for_the_boot_state_not_for_a_flash(
     device: Device, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with swlm_flash.boot_state_lock(device.boot_state):  # the SWLM, flashing
-        assert device.tool("status") == 1
-        assert device.tool("rollback") == 1
-    assert capsys.readouterr().err == 2 * (
+        assert device.tool("status", "--lock-timeout", "0.2") == 1
+        assert device.tool("rollback", "--lock-timeout", "0") == 1
+    assert capsys.readouterr().err == "".join(
         f"swlm_flash: GENERAL_ERROR: the boot state {device.boot_state} is in use (the SWLM "
-        "is flashing or checking a slot): try again once it is done\n"
+        f"is flashing or checking a slot) for more than {waited} s: try again once it is done\n"
+        for waited in ("0.2", "0")
     )
     assert device.state()["active"] == "a"
+    # A short hold (the SWLM's look at the boot state at its start) is waited for.
+    held = threading.Event()
+
+    def hold_briefly() -> None:
+        with swlm_flash.boot_state_lock(device.boot_state):
+            held.set()
+            released.wait(0.3)
+
+    released = threading.Event()
+    holder = threading.Thread(target=hold_briefly)
+    holder.start()
+    held.wait(10)
+    try:
+        assert device.tool("status") == 0
+    finally:
+        released.set()
+        holder.join()
+    assert "slot a: fw 1.0 (active, running)" in capsys.readouterr().out
     assert device.tool("rollback") == 1  # free again: now it is the slot that is empty
     assert "slot b holds nothing" in capsys.readouterr().err
 
