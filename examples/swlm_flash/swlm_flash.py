@@ -857,7 +857,7 @@ def tool(argv: list[str]) -> int:
                 raise InstallError(ResultCode.GENERAL_ERROR, "no slot is on trial")
             path = control_socket_path(args.state_dir)
             print(confirm_update(path, trial["update_id"]))
-    except (InstallError, SwlmError, OSError) as exc:
+    except (SwlmError, OSError) as exc:  # InstallError is a SwlmError
         print(f"swlm_flash: {exc}", file=sys.stderr)
         return 1
     return 0

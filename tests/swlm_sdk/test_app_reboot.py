@@ -107,6 +107,25 @@ async def boot(app: App) -> None:
     await serve_until(app, anyio.lowlevel.checkpoint)
 
 
+class PowerCut(Exception):
+    """Raised at a kill point: the App stops there, as a process killed there would."""
+
+
+async def serve_until_cut(app: App, point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve ``app`` until it passes the kill point ``point``, where it dies."""
+
+    def cut(name: str) -> None:
+        if name == point:
+            raise PowerCut(name)
+
+    monkeypatch.setattr(swlm_sdk._app, "kill_point", cut)
+    try:
+        with pytest.raises(PowerCut):
+            await app.serve()
+    finally:
+        monkeypatch.undo()
+
+
 def report(update_id: str, code: ResultCode, text: str) -> UpdateReport:
     return UpdateReport.single(update_id, code, text)
 
@@ -380,17 +399,8 @@ async def test_a_power_cut_before_the_verdict_is_saved_asks_again_in_the_same_bo
     await install_and_await(fake_daemon, make())
     device.reboot()
 
-    class Cut(Exception):
-        pass
-
-    def cut(name: str) -> None:
-        if name == "swlm.boot.decided":
-            raise Cut  # the process dies between the hook's action and the journal
-
-    monkeypatch.setattr(swlm_sdk._app, "kill_point", cut)
-    with pytest.raises(Cut):
-        await make().serve()
-    monkeypatch.undo()
+    # The process dies between the hook's action and the journal.
+    await serve_until_cut(make(), "swlm.boot.decided", monkeypatch)
     assert (await device.journal())["u1"].boots == 1  # counted, and saved before the hook
 
     async def reported() -> None:
@@ -663,17 +673,8 @@ async def test_made_permanent_in_the_last_boot_then_a_power_cut_still_counts(
     await install_and_await(fake_daemon, make())
     device.reboot()
 
-    class Cut(Exception):
-        pass
-
-    def cut(name: str) -> None:
-        if name == "swlm.boot.decided":
-            raise Cut  # the power goes right after the slot was marked good
-
-    monkeypatch.setattr(swlm_sdk._app, "kill_point", cut)
-    with pytest.raises(Cut):
-        await make().serve()
-    monkeypatch.undo()
+    # The power goes right after the slot was marked good.
+    await serve_until_cut(make(), "swlm.boot.decided", monkeypatch)
     device.reboot()  # boot 2 of confirm_boots=1: asked a last time, which says it is good
 
     async def reported() -> None:
