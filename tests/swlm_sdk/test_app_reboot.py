@@ -33,6 +33,7 @@ from swlm_sdk.app import App, Journal
 from swlm_sdk.protocol import SendRebootNeeded, SendUpdateReport, UpdateReport
 from swlm_sdk.testing import FakeDaemon
 from tests.conftest import LogWaiter
+from tests.swlm_sdk.conftest import Server2016
 
 pytestmark = pytest.mark.anyio
 
@@ -684,3 +685,39 @@ async def test_made_permanent_in_the_last_boot_then_a_power_cut_still_counts(
     assert permanent == [1, 2]
     assert rolled == []
     assert fake_daemon.reports == [report("u1", ResultCode.OK, FLASHED)]
+
+
+async def test_the_control_protocol_s_bytes(
+    fake_daemon: FakeDaemon, device: Device, sock_dir: Path
+) -> None:
+    """Golden bytes, both ways: what ``swlm confirm`` writes, and what the App answers."""
+    replies = {
+        b'{"confirm":"u1"}': b'{"ok":true,"text":"flashed 1.4.2 to slot b"}\n',
+        b'{"confirm":"u2"}': b'{"ok":false,"error":"update \'u2\' is unknown to this SWLM"}\n',
+    }
+    with Server2016(sock_dir / "peer.sock", lambda request: replies[request]) as peer:
+        assert await confirm_update(peer.path, "u1") == FLASHED
+        with pytest.raises(ConfirmRefused, match=r"^update 'u2' is unknown to this SWLM$"):
+            await confirm_update(peer.path, "u2")
+    assert peer.requests == list(replies)
+
+    app = device.app(fake_daemon)
+    flash(app)
+    await install_and_await(fake_daemon, app)
+    device.reboot()
+    app = device.app(fake_daemon)
+    flash(app)
+
+    def ask(request: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(10)
+            conn.connect(app.control_socket)
+            conn.sendall(request)
+            conn.shutdown(socket.SHUT_WR)
+            return conn.makefile("rb").read()
+
+    async def until() -> None:
+        for request, reply in replies.items():
+            assert await anyio.to_thread.run_sync(ask, request) == reply
+
+    await serve_until(app, until)
