@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import socket
-import stat
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
@@ -18,6 +15,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._errors import ListenerError, ProtocolError
 from ._paths import StrPath, check_socket_path, resolve_socket_paths
+from ._socket_file import SocketPathTaken, clear_stale_socket
 from ._wire import receive_to_eof
 from .protocol import Event, UnknownEvent, decode_envelope
 
@@ -82,33 +80,11 @@ def _preview(data: bytes) -> str:
 def _clear_stale(path: str, what: str) -> None:
     """Remove a dead socket at ``path``; refuse to touch anything else."""
     try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ListenerError(f"cannot check {path}: {exc.strerror}") from None
-    if not stat.S_ISSOCK(info.st_mode):
-        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a socket"
-        raise ListenerError(
-            f"{path} exists and is {kind}; refusing to replace it. "
-            f"Remove it or choose another {what} path"
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ListenerError(f"cannot check socket {path}: {exc.strerror}") from None
-    else:
-        raise ListenerError(
-            f"another process is already listening on {path}; stop it or choose another {what} path"
-        )
-    finally:
-        probe.close()
-    log.info("removing stale %s %s", what, path)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        removed = clear_stale_socket(path)
+    except SocketPathTaken as exc:
+        raise ListenerError(f"{exc}. Free it, or choose another {what} path") from None
+    if removed:
+        log.info("removed stale %s %s", what, path)
 
 
 async def bind_own_socket(

@@ -407,6 +407,27 @@ MUTANTS = [
             "tests/e2e/test_service.py::test_a_restart_finishes_what_a_kill_left_even_without_polling",
         ),
     ),
+    # -- socket paths: a stale socket is replaced, nothing else ---------------------------------
+    Mutant(
+        "a socket a process listens on is never replaced",
+        "swlm_sdk/_socket_file.py",
+        "        probe.connect(path)\n",
+        "        raise ConnectionRefusedError(errno.ECONNREFUSED, 'mutant')\n",
+        (
+            "tests/sota_client/test_socket_gateway.py::test_a_live_listener_is_left_alone",
+            "tests/swlm_sdk/test_listener.py",
+        ),
+    ),
+    Mutant(
+        "only a socket is ever replaced, never a file or a link",
+        "swlm_sdk/_socket_file.py",
+        "    if not stat.S_ISSOCK(info.st_mode):",
+        "    if False:",
+        (
+            "tests/sota_client/test_socket_gateway.py::test_a_regular_file_is_left_alone",
+            "tests/swlm_sdk/test_listener.py",
+        ),
+    ),
     # -- the events outbox ---------------------------------------------------------------------
     Mutant(
         "an SWLM that restarted gets again what it has not reported",

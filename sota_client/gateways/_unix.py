@@ -10,8 +10,8 @@ import grp
 import logging
 import os
 import resource
-import socket
-import stat
+
+from swlm_sdk._socket_file import SocketPathTaken, clear_stale_socket
 
 from .._errors import SotaError
 
@@ -56,28 +56,11 @@ def claim_socket_path(path: str) -> None:
     :raises SotaError: the path cannot be used, with the reason.
     """
     try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise SotaError(f"couldn't open commands socket: {path}: {exc.strerror}") from None
-    if not stat.S_ISSOCK(info.st_mode):
-        raise SotaError(
-            f"couldn't open commands socket: {path} exists and is not a socket; "
-            "refusing to replace it"
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise SotaError(f"couldn't open commands socket: {path}: {exc}") from None
-    else:
-        raise SotaError(f"couldn't open commands socket: another process is listening on {path}")
-    finally:
-        probe.close()
-    os.unlink(path)
+        removed = clear_stale_socket(path)
+    except SocketPathTaken as exc:
+        raise SotaError(f"couldn't open commands socket: {exc}") from None
+    if removed:
+        logger.info("Removed a stale commands socket at %s (a crash left it)", path)
 
 
 def set_socket_group(path: str, group: str) -> None:

@@ -285,12 +285,24 @@ async def test_an_unknown_group_is_a_start_up_error(sock_dir: Path) -> None:
     assert not path.exists()  # and the listener was closed (filterwarnings=error)
 
 
-async def test_a_stale_socket_is_replaced(sock_dir: Path) -> None:
+async def test_a_stale_socket_is_replaced(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = sock_dir / "cmd.sock"
     stale_socket(path)
-    async with serving(path):
-        assert await exchange(path, b"dl 1") == b'{"variant":"FoundSystemInfo","fields":["1"]}'
+    with caplog.at_level(logging.INFO):
+        async with serving(path):
+            assert await exchange(path, b"dl 1") == (
+                b'{"variant":"FoundSystemInfo","fields":["1"]}'
+            )
     assert not path.exists()
+    assert f"Removed a stale commands socket at {path}" in caplog.text
+
+
+async def test_a_symbolic_link_is_left_alone(sock_dir: Path) -> None:
+    path = sock_dir / "cmd.sock"
+    path.symlink_to(sock_dir / "elsewhere")
+    with pytest.raises(SotaError, match="exists and is a symbolic link; refusing to replace it"):
+        await CommandServer(str(path), echo).serve()
+    assert path.is_symlink()
 
 
 async def test_a_regular_file_is_left_alone(sock_dir: Path) -> None:

@@ -647,7 +647,7 @@ async def test_events_socket_in_use_is_a_clear_error(
     second.on_download_complete(lambda event: None)
     async with anyio.create_task_group() as group:
         await group.start(first.serve)
-        with pytest.raises(ListenerError, match="already listening"):
+        with pytest.raises(ListenerError, match="another process is listening on"):
             await second.serve()
         first.stop()
 

@@ -96,5 +96,8 @@ def test_listen_refuses_a_live_socket(sock_dir: Path) -> None:
     with socket.socket(socket.AF_UNIX) as live:
         live.bind(str(path))
         live.listen()
-        with pytest.raises(ListenerError, match="already listening"), sync.listen(path):
+        with (
+            pytest.raises(ListenerError, match="another process is listening on"),
+            sync.listen(path),
+        ):
             pass
