@@ -9,6 +9,12 @@ once the image is in ``packages_dir``, SHA-256 taken and fsynced). Measured:
 - the same against ``curl -s -o file`` followed by ``fdatasync`` of the file, timed together:
   curl with the daemon's durability (the image on disk, not only in the page cache), whose
   rate is bounded by the disk's write speed as the daemon's is;
+- the disk's own durable rate: the same number of bytes written from memory and
+  ``fdatasync``-ed, no network; no download that keeps the image through a power cut can be
+  faster than that, so the daemon's rate over it says how much of the disk it gets;
+- the same rounds with the daemon's ``packages_dir`` and curl's file on tmpfs
+  (``/dev/shm``, where ``fdatasync`` costs nothing): the daemon's pipeline against curl with
+  the disk out of the way (left out where there is no writable ``/dev/shm``);
 - CPU (user + system) of the daemon's download (its process CPU clock before and after)
   against ``curl -o`` plus ``openssl dgst -sha256`` of curl's file (the children's rusage);
 - peak RSS (``VmHWM``): a fresh daemon per size (``--size-mib`` and ``--big-mib``), so the
@@ -35,6 +41,7 @@ from ._common import (
     DEVICE,
     BenchError,
     Daemon,
+    MiB,
     Row,
     Section,
     cpu_seconds,
@@ -67,34 +74,25 @@ def collect(argv: list[str] | None = None) -> Section:
     python = args.python or _production()
     require("curl", "openssl")
     work = Path(tempfile.mkdtemp(prefix="sota-bench-"))
+    memory = _tmpfs_dir()
     try:
         images = {
             "image": (size_mib << 20, write_random(work / "image.bin", size_mib << 20)),
             "big": (big_mib << 20, write_random(work / "big.bin", big_mib << 20)),
         }
+        size, sha = images["image"]
         with CoreSimulator(path_roots=(str(work),)) as sim:
             sim.add_package("image", "1.0", path=str(work / "image.bin"))
             sim.add_package("big", "1.0", path=str(work / "big.bin"))
-            curl_s, curl_cpu, synced_s, ours_s, ours_cpu = [], [], [], [], []
             with Daemon(python, work / "d1", sim.url, polling=False) as daemon:
                 daemon.start()
-                for n in range(rounds):
-                    size, sha = images["image"]
-                    # Turn who goes first, so that none always gets the warmer machine.
-                    order = ("curl", "synced", "daemon")
-                    for who in order[n % 3 :] + order[: n % 3]:
-                        if who == "curl":
-                            seconds, cpu = _curl(sim, work, size)
-                            curl_s.append(seconds)
-                            curl_cpu.append(cpu)
-                        elif who == "synced":
-                            seconds, _ = _curl(sim, work, size, sync=True)
-                            synced_s.append(seconds)
-                        else:
-                            seconds, cpu = _download(sim, daemon, "image", size, sha, n == 0)
-                            ours_s.append(seconds)
-                            ours_cpu.append(cpu)
+                disk = _rounds(sim, daemon, work, size, sha, rounds, durable=True)
                 peak = proc_kib(daemon.pid, "VmHWM") / 1024
+            on_tmpfs = None
+            if memory is not None:
+                with Daemon(python, memory / "d3", sim.url, polling=False) as daemon:
+                    daemon.start()
+                    on_tmpfs = _rounds(sim, daemon, memory, size, sha, rounds, durable=False)
             with Daemon(python, work / "d2", sim.url, polling=False) as daemon:
                 daemon.start()
                 size, sha = images["big"]
@@ -102,20 +100,25 @@ def collect(argv: list[str] | None = None) -> Section:
                 big_peak = proc_kib(daemon.pid, "VmHWM") / 1024
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if memory is not None:
+            shutil.rmtree(memory, ignore_errors=True)
 
     mb = (size_mib << 20) / 1e6
-    ours_rate = [mb / s for s in ours_s]
-    curl_rate = [mb / s for s in curl_s]
-    rate_ratio = [o / c for o, c in zip(ours_rate, curl_rate, strict=True)]
-    synced_rate = [mb / s for s in synced_s]
-    synced_ratio = [o / c for o, c in zip(ours_rate, synced_rate, strict=True)]
-    cpu_ratio = [o / c for o, c in zip(ours_cpu, curl_cpu, strict=True)]
+    rate = {who: [mb / s for s in seconds] for who, seconds in disk.seconds.items()}
+    ours_rate = rate["daemon"]
+
+    def ratio(of: list[float], to: list[float]) -> list[float]:
+        return [a / b for a, b in zip(of, to, strict=True)]
+
+    rate_ratio = ratio(ours_rate, rate["curl"])
+    cpu_ratio = ratio(disk.cpu["daemon"], disk.cpu["curl"])
+    ours = f"{spread(ours_rate, '{:,.0f}')} MB/s"
     rows = [
         Row(
             f"{size_mib} MiB update, simulator → daemon → `packages_dir` (SHA-256, fsync), "
             "vs `curl -s -o`",
-            f"{spread(ours_rate, '{:,.0f}')} MB/s",
-            f"curl {spread(curl_rate, '{:,.0f}')} MB/s",
+            ours,
+            f"curl {spread(rate['curl'], '{:,.0f}')} MB/s",
             spread(rate_ratio, "{:.2f}x"),
             "≥ 0.8x",
             statistics.median(rate_ratio) >= 0.8,
@@ -123,16 +126,41 @@ def collect(argv: list[str] | None = None) -> Section:
         Row(
             "the same download vs `curl -s -o` then `fdatasync` of its file (the same bytes "
             "on disk)",
-            f"{spread(ours_rate, '{:,.0f}')} MB/s",
-            f"curl + fdatasync {spread(synced_rate, '{:,.0f}')} MB/s",
-            spread(synced_ratio, "{:.2f}x"),
+            ours,
+            f"curl + fdatasync {spread(rate['synced'], '{:,.0f}')} MB/s",
+            spread(ratio(ours_rate, rate["synced"]), "{:.2f}x"),
             "-",
             None,
         ),
         Row(
+            "the same download vs the disk's durable rate: as many bytes written from memory, "
+            "then `fdatasync`, no network",
+            ours,
+            f"disk {spread(rate['disk'], '{:,.0f}')} MB/s",
+            spread(ratio(ours_rate, rate["disk"]), "{:.2f}x"),
+            "-",
+            None,
+        ),
+    ]
+    if on_tmpfs is not None:
+        tmpfs_rate = {who: [mb / s for s in seconds] for who, seconds in on_tmpfs.seconds.items()}
+        tmpfs_ratio = ratio(tmpfs_rate["daemon"], tmpfs_rate["curl"])
+        rows.append(
+            Row(
+                "the same download with `packages_dir` and curl's file on tmpfs, where "
+                "`fdatasync` costs nothing: the pipeline without the disk",
+                f"{spread(tmpfs_rate['daemon'], '{:,.0f}')} MB/s",
+                f"curl {spread(tmpfs_rate['curl'], '{:,.0f}')} MB/s",
+                spread(tmpfs_ratio, "{:.2f}x"),
+                "≥ 0.8x",
+                statistics.median(tmpfs_ratio) >= 0.8,
+            )
+        )
+    rows += [
+        Row(
             "CPU (user+sys) of that download vs `curl -o` + `openssl dgst -sha256`",
-            f"{spread(ours_cpu, '{:.2f}')} s",
-            f"{spread(curl_cpu, '{:.2f}')} s",
+            f"{spread(disk.cpu['daemon'], '{:.2f}')} s",
+            f"{spread(disk.cpu['curl'], '{:.2f}')} s",
             spread(cpu_ratio, "{:.2f}x"),
             "≤ 1.5x",
             statistics.median(cpu_ratio) <= 1.5,
@@ -147,22 +175,98 @@ def collect(argv: list[str] | None = None) -> Section:
             max(peak, big_peak) <= PEAK_GOAL_MIB and big_peak / peak <= 1.05,
         ),
     ]
+    per_round = zip(
+        rate["curl"],
+        rate["synced"],
+        rate["disk"],
+        ours_rate,
+        rate_ratio,
+        disk.cpu["curl"],
+        disk.cpu["daemon"],
+        strict=True,
+    )
     details = [
         f"{rounds} rounds of {size_mib} MiB; the {big_mib} MiB download ran at "
         f"{(big_mib << 20) / 1e6 / big_s:,.0f} MB/s. Per round (MB/s, CPU s):\n\n"
-        "| round | curl MB/s | curl + fdatasync MB/s | daemon MB/s | ratio to curl "
+        "| round | curl MB/s | curl + fdatasync MB/s | disk MB/s | daemon MB/s | ratio to curl "
         "| curl + openssl CPU s | daemon CPU s |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         + "\n".join(
-            f"| {n + 1} | {c:,.0f} | {s:,.0f} | {o:,.0f} | {r:.2f} | {cc:.2f} | {oc:.2f} |"
-            for n, (c, s, o, r, cc, oc) in enumerate(
-                zip(curl_rate, synced_rate, ours_rate, rate_ratio, curl_cpu, ours_cpu, strict=True)
-            )
+            f"| {n + 1} | {c:,.0f} | {s:,.0f} | {d:,.0f} | {o:,.0f} | {r:.2f} | {cc:.2f} "
+            f"| {oc:.2f} |"
+            for n, (c, s, d, o, r, cc, oc) in enumerate(per_round)
         )
     ]
     return Section(
         "Downloads: the daemon against curl", "python -m bench.daemon_e2e", rows, details
     )
+
+
+class _Rounds:
+    """Seconds (and CPU seconds, where taken) of each contender, a list per contender."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def add(self, who: str, seconds: float, cpu: float | None = None) -> None:
+        self.seconds.setdefault(who, []).append(seconds)
+        if cpu is not None:
+            self.cpu.setdefault(who, []).append(cpu)
+
+
+def _rounds(
+    sim: CoreSimulator,
+    daemon: Daemon,
+    out: Path,
+    size: int,
+    sha: str,
+    rounds: int,
+    *,
+    durable: bool,
+) -> _Rounds:
+    """``rounds`` downloads each by curl and the daemon (and, when ``durable``, by curl then
+    ``fdatasync``, and the disk's own write), files in ``out``; who goes first turns, so that
+    none always gets the warmer machine."""
+    order = ("curl", "synced", "disk", "daemon") if durable else ("curl", "daemon")
+    taken = _Rounds()
+    for n in range(rounds):
+        turn = n % len(order)
+        for who in order[turn:] + order[:turn]:
+            if who == "curl":
+                taken.add(who, *_curl(sim, out, size))
+            elif who == "synced":
+                taken.add(who, _curl(sim, out, size, sync=True)[0])
+            elif who == "disk":
+                taken.add(who, _write_synced(out / "disk.out", size))
+            else:
+                taken.add(who, *_download(sim, daemon, "image", size, sha, n == 0))
+    return taken
+
+
+def _tmpfs_dir() -> Path | None:
+    """A scratch directory on ``/dev/shm`` if it is a writable tmpfs, else None."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        return None
+    return Path(tempfile.mkdtemp(prefix="sota-bench-", dir=shm))
+
+
+def _write_synced(path: Path, size: int) -> float:
+    """Seconds to write ``size`` bytes from memory in 4 MiB writes and ``fdatasync`` them."""
+    block = os.urandom(4 * MiB)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        left = size
+        while left:
+            left -= os.write(fd, memoryview(block)[: min(left, len(block))])
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return elapsed
 
 
 def _production() -> Path:

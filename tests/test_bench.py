@@ -3,6 +3,7 @@ once, with tiny sizes and one round, in this venv. Only the rows are checked, ne
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,6 +32,10 @@ def test_downloads(capsys: pytest.CaptureFixture[str]) -> None:
     assert "2 MiB update, simulator → daemon → `packages_dir`" in out
     assert "CPU (user+sys) of that download vs `curl -o` + `openssl dgst -sha256`" in out
     assert "peak RSS (VmHWM) during a 2 MiB and a 4 MiB download" in out
+    assert "the same download vs the disk's durable rate" in out
+    shm = Path("/dev/shm")
+    on_tmpfs = "the same download with `packages_dir` and curl's file on tmpfs" in out
+    assert on_tmpfs == (shm.is_dir() and os.access(shm, os.W_OK))
 
 
 def test_idle(capsys: pytest.CaptureFixture[str]) -> None:
