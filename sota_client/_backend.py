@@ -17,7 +17,6 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Self, TypeVar
 
@@ -77,13 +76,15 @@ MAX_TOKEN_LENGTH = 16 << 10
 """Longest access token accepted (JWTs are a few KiB); it is sent in every request's header."""
 
 
-@dataclass(frozen=True)
-class AuthSettings:
+class AuthSettings(msgspec.Struct, frozen=True):
     """The ``[auth]`` section: OAuth2 client-credentials server and credentials."""
 
     server: str
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str
+
+    def __repr__(self) -> str:  # never the secret, in a log or a traceback
+        return f"AuthSettings(server={self.server!r}, client_id={self.client_id!r})"
 
 
 class AccessToken(msgspec.Struct, frozen=True):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from sota_client._config_errors import ConfigError
 from sota_client._config_kinds import PackageManager, parse_socket_addr

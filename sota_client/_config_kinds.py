@@ -11,9 +11,10 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
+
+import msgspec
 
 __all__ = [
     "BOOL",
@@ -54,8 +55,7 @@ class NotALocalAddress(Explained):
     ``websocket_server``: the default is used, with a warning, even while the gateway is on."""
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
+class Kind(msgspec.Struct, frozen=True):
     """How one type of value is read from the TOML file and from a flag, and written back."""
 
     expected: str  # toml 0.2.1's name of the type, for "expected a value of type `...`"
@@ -75,8 +75,7 @@ class Kind:
 PackageManagerKind = Literal["off", "deb", "rpm", "file", "otb"]
 
 
-@dataclass(frozen=True, slots=True)
-class PackageManager:
+class PackageManager(msgspec.Struct, frozen=True):
     """``device.package_manager``: ``off``, ``deb``, ``rpm``, ``file:PATH`` or ``otb:REPODIR``.
 
     The keyword is case-insensitive; the path after it keeps its case (the 2016 client lower-cased

@@ -15,8 +15,10 @@ import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from sota_client._config_errors import ConfigError, location, one_line
 from sota_client._config_kinds import U64, Explained, Kind, NotALocalAddress
@@ -210,21 +212,18 @@ def _because_off(gateways: tuple[str, ...]) -> str:
     return f"because the {', '.join(gateways[:-1])} and {gateways[-1]} gateways are off"
 
 
-@dataclass(frozen=True, slots=True)
-class _Document:
+class _Document(msgspec.Struct):
     """One TOML text being decoded: makes errors and warnings that say where, with line numbers."""
 
     source: str
     text: str
     #: ``(section, key)`` (key None: the header) -> its first line; built on first use.
-    _lines: dict[tuple[str, str | None], int] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _lines: dict[tuple[str, str | None], int] | None = None
 
     def line_of(self, section: str, key: str | None) -> int | None:
         """Best-effort line of ``key`` in ``[section]`` (or of the header); for messages only."""
         if self._lines is None:  # one pass for all: a file can hold 100,000 unknown keys
-            object.__setattr__(self, "_lines", self._index_lines())
+            self._lines = self._index_lines()
         assert self._lines is not None
         if key is None:
             return self._lines.get((section, None))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from sota_client._config_errors import ConfigError
 from sota_client._config_kinds import STRING, toml_string

@@ -15,10 +15,10 @@ import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from swlm_sdk import Backoff
@@ -102,8 +102,7 @@ Progress = Callable[[int, int | None], None]
 """Called with (bytes received so far, total size if known), at most about once per MiB."""
 
 
-@dataclass(frozen=True)
-class DownloadResult:
+class DownloadResult(msgspec.Struct, frozen=True):
     """A complete, fsynced image: absolute ``path``, ``size`` in bytes, hex ``sha256``."""
 
     path: str
@@ -111,8 +110,7 @@ class DownloadResult:
     sha256: str
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(msgspec.Struct, frozen=True):
     """The first ``size`` bytes of a ``.part`` the daemon wrote and synced, and their hex
     ``sha256``: the only proof that a ``.part`` found after a restart is ours and intact."""
 
@@ -255,8 +253,7 @@ def _free_bytes(directory: str) -> int:
     return info.f_bavail * info.f_frsize
 
 
-@dataclass(frozen=True)
-class _Options:
+class _Options(msgspec.Struct, frozen=True):
     """What the caller chose for one download: the size bound and whom to tell what."""
 
     max_size: int

@@ -15,10 +15,10 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from swlm_sdk._killpoints import kill_point
@@ -145,8 +145,7 @@ class InstallOutcomeLike(Protocol):
     def ok(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Echo:
+class _Echo(msgspec.Struct, frozen=True):
     """The final event of a command that joined an identical one already running.
 
     It is returned to its caller but not published again, so that what it causes (an install,
@@ -164,8 +163,7 @@ class _SharedDownload:
         self.outcome: Event | None = None
 
 
-@dataclass
-class Services:
+class Services(msgspec.Struct):
     """Everything the interpreter works with; built by the daemon from the config."""
 
     backend: BackendLike
@@ -175,7 +173,7 @@ class Services:
     package_manager: PackageManagerLike | None = None
     system_info: Callable[[], Awaitable[str]] | None = None
     shutdown: Callable[[], None] = lambda: None
-    subscribers: list[Subscriber] = field(default_factory=list)
+    subscribers: list[Subscriber] = msgspec.field(default_factory=list)
     #: The outbox form of an event an SWLM gateway must deliver durably (None: no such event,
     #: or no such gateway); written in the transaction of the state change that causes it.
     outbox_entry: OutboxEntry | None = None

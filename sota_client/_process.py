@@ -10,9 +10,9 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import anyio
+import msgspec
 from anyio.abc import ByteReceiveStream, Process
 
 __all__ = ["DEFAULT_MAX_OUTPUT", "ProcessResult", "SpawnError", "run_bounded"]
@@ -44,8 +44,7 @@ class SpawnError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessResult:
+class ProcessResult(msgspec.Struct, frozen=True):
     """What a finished (or killed) program left behind."""
 
     argv: tuple[str, ...]

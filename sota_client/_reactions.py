@@ -7,7 +7,7 @@ interpreter to settle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from swlm_sdk.protocol import (
     Authenticate,
@@ -33,13 +33,11 @@ from swlm_sdk.protocol import (
 __all__ = ["ResolveUpdate", "SendCurrentPackages", "Step", "follow_ups"]
 
 
-@dataclass(frozen=True, slots=True)
-class SendCurrentPackages:
+class SendCurrentPackages(msgspec.Struct, frozen=True):
     """List the installed packages now and send them to Core (2016: ``SendInstalledPackages``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResolveUpdate:
+class ResolveUpdate(msgspec.Struct, frozen=True):
     """Take an update one step forward from where the journal says it is.
 
     From Core's list (``request`` says Pending or InFlight) and at start-up for every update

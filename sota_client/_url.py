@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from dataclasses import dataclass
+
+import msgspec
 
 __all__ = ["Url"]
 
@@ -18,8 +19,7 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 
 
-@dataclass(frozen=True)
-class Url:
+class Url(msgspec.Struct, frozen=True):
     """An absolute http(s) URL, split once: what a request needs, nothing more."""
 
     scheme: str

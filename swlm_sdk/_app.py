@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import signal
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeAlias, TypeVar
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._calls import call_user
@@ -735,7 +735,7 @@ class App:
                         update_id,
                     )
                     raise ConfirmRefused("no verdict in this boot")
-                unconfirmed = dataclasses.replace(pending, boots=self.confirm_boots)
+                unconfirmed = msgspec.structs.replace(pending, boots=self.confirm_boots)
                 code, text = verdict or await self._roll_back(unconfirmed)
                 text = text or entry.text
                 await self.journal.record(update_id, code, text)

@@ -7,15 +7,14 @@ number of failures (a report retried for weeks) never overflows a float.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import anyio
+import msgspec
 
 __all__ = ["Backoff"]
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+class Backoff(msgspec.Struct, frozen=True):
     """Waits of ``initial_delay``, then ``multiplier`` times more after each failure, capped at
     ``max_delay`` seconds.
 
@@ -25,9 +24,13 @@ class Backoff:
     initial_delay: float = 1.0
     max_delay: float = 60.0
     multiplier: float = 2.0
-    sleep: Callable[[float], Awaitable[None]] = field(
-        default=anyio.sleep, repr=False, compare=False
-    )
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+
+    def __repr__(self) -> str:  # the delays; ``sleep`` is a test's hook
+        return (
+            f"Backoff(initial_delay={self.initial_delay!r}, max_delay={self.max_delay!r}, "
+            f"multiplier={self.multiplier!r})"
+        )
 
     def __post_init__(self) -> None:
         if not 0 <= self.initial_delay <= self.max_delay:

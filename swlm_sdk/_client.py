@@ -6,10 +6,10 @@ import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+import msgspec
 
 from ._backoff import Backoff
 from ._errors import CommandFailed, CommandRejected, DaemonTimeout, TransportError
@@ -68,8 +68,7 @@ _NOT_IN_TEXT = re.compile(r"[\r\n;]")
 _HINT = "is the SOTA client running with socket = true in [gateway]?"
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(msgspec.Struct, frozen=True):
     """Retry a command whose daemon is unreachable, waiting as :class:`Backoff` says.
 
     ``attempts`` counts every try (``None``: retry forever). A command that timed out may

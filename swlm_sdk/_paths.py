@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+import msgspec
 
 from ._errors import ConfigError
 
@@ -38,8 +39,7 @@ _MAX_SOCKET_PATH = 107
 _MAX_CONFIG_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class SocketPaths:
+class SocketPaths(msgspec.Struct, frozen=True):
     """The commands socket (the daemon listens) and the events socket (the SWLM listens)."""
 
     commands: str = DEFAULT_COMMANDS_SOCKET

@@ -3,8 +3,9 @@ and how a reboot is told from a restart of the SWLM (the kernel's boot id)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ._errors import ConfigError
 
@@ -19,8 +20,7 @@ DEFAULT_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _MAX_BOOT_ID = 128
 
 
-@dataclass(frozen=True)
-class RebootNeeded:
+class RebootNeeded(msgspec.Struct, frozen=True):
     """What an install handler returns when the update is installed but counts only once the
     device has rebooted into it and it is confirmed (an A/B slot switch, a new kernel).
 
@@ -34,8 +34,7 @@ class RebootNeeded:
     text: str = ""
 
 
-@dataclass(frozen=True)
-class AwaitingConfirmation:
+class AwaitingConfirmation(msgspec.Struct, frozen=True):
     """An update that awaits its confirmation after a reboot, as the hooks are given it.
 
     :ivar update_id: the update.

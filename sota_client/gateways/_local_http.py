@@ -15,11 +15,11 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 import h11
+import msgspec
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from .._config_kinds import parse_socket_addr
@@ -58,8 +58,7 @@ _RECEIVE_SIZE = 64 * 1024
 Handler = Callable[["Connection"], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     """One complete request, as it arrived."""
 
     method: str  # "GET", as sent

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -102,8 +101,7 @@ _BACKOFF = Backoff(1.0, 60.0)  # between registration attempts while the node is
 Post = Callable[[str, bytes], Awaitable[bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Daemon:
+class _Daemon(msgspec.Struct, frozen=True):
     """What the gateway does with the daemon (see :meth:`RviGateway.serve`)."""
 
     execute: Execute

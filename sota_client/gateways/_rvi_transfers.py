@@ -17,7 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+
+import msgspec
 
 from .._errors import SotaError, io_error_text
 from .._ids import PART_SUFFIX, check_update_id, shown_id
@@ -35,8 +36,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-@dataclass(frozen=True, slots=True)
-class JoinedImage:
+class JoinedImage(msgspec.Struct, frozen=True):
     """A transfer joined and checked: where the image is, its size and its SHA-256."""
 
     path: str
@@ -52,12 +52,11 @@ class TransferError(SotaError):
         self.update_id = update_id
 
 
-@dataclass
-class _Transfer:
+class _Transfer(msgspec.Struct):
     checksum: str
     chunkscount: int
     last_activity: float
-    sizes: dict[int, int] = field(default_factory=dict)  # index -> bytes stored
+    sizes: dict[int, int] = msgspec.field(default_factory=dict)  # index -> bytes stored
 
     @property
     def total(self) -> int:

@@ -14,11 +14,11 @@ import resource
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from itertools import count
 
 import anyio
 import anyio.lowlevel
+import msgspec
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from swlm_sdk.protocol import (
@@ -57,20 +57,18 @@ _CLOSE_WAIT = 1.0  # for an evicted connection to give back its descriptor
 _UNKNOWN_UID = -1
 
 
-@dataclass(eq=False)
-class _Peer:
+class _Peer(msgspec.Struct, eq=False):
     """The connections of one uid (SO_PEERCRED); dropped when it has none open."""
 
     uid: int
     running: anyio.CapacityLimiter
     open: int = 0
     buffered: int = 0
-    unfinished: dict[_Connection, None] = field(default_factory=dict)  # oldest first
-    warned: set[str] = field(default_factory=set)
+    unfinished: dict[_Connection, None] = msgspec.field(default_factory=dict)  # oldest first
+    warned: set[str] = msgspec.field(default_factory=set)
 
 
-@dataclass(eq=False)
-class _Connection:
+class _Connection(msgspec.Struct, eq=False):
     stream: SocketStream
     raw: socket.socket  # the stream's socket (looked up once: ``extra()`` costs system calls)
     peer: _Peer

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import anyio
 import h11
+import msgspec
 import wsproto.utilities
 from anyio.abc import ByteStream, TaskGroup, TaskStatus
 from wsproto import ConnectionType, WSConnection
@@ -69,8 +69,7 @@ _TEXT = "text/plain; charset=utf-8"
 # -- the handshake (sans-IO) ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Refusal:
+class _Refusal(msgspec.Struct, frozen=True):
     """An HTTP answer instead of an upgrade; ``kind`` picks the log line."""
 
     status: int

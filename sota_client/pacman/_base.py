@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import dataclass
 from typing import ClassVar
+
+import msgspec
 
 from swlm_sdk.protocol import Package, ResultCode, UpdateReport
 
@@ -31,8 +32,7 @@ class PackageManagerError(SotaError):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class InstallOutcome:
+class InstallOutcome(msgspec.Struct, frozen=True):
     """The result of one install, as the 2016 ``Ok((code, text))`` / ``Err((code, text))``.
 
     ``ok`` decides everything downstream, as in 2016: an ok outcome becomes ``InstallComplete``

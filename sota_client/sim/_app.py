@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+
+import msgspec
 
 from ._auth import TokenStore
 from ._faults import FaultBook
@@ -12,19 +13,18 @@ from ._state import CoreState
 __all__ = ["SimApp"]
 
 
-@dataclass(slots=True)
-class SimApp:
+class SimApp(msgspec.Struct):
     """One simulator's shared objects; each is thread-safe on its own."""
 
     state: CoreState
     data_dir: str
     tokens: TokenStore | None = None
-    faults: FaultBook = field(default_factory=FaultBook)
+    faults: FaultBook = msgspec.field(default_factory=FaultBook)
     path_roots: tuple[str, ...] = ()
     base_url: str = ""
     max_body: int = 16 * 1024 * 1024
     max_upload: int = 8 * 1024 * 1024 * 1024
-    stopping: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = msgspec.field(default_factory=threading.Event)
 
     def reset(self) -> None:
         """Back to an empty Core: no packages, devices, faults or tokens."""

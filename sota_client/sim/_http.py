@@ -10,7 +10,6 @@ import os
 import re
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import formatdate
 from http import HTTPStatus
@@ -81,14 +80,13 @@ class FileBody:
 Body = bytes | memoryview | FileBody
 
 
-@dataclass(slots=True)
-class Response:
+class Response(msgspec.Struct):
     """A response to write; ``headers`` excludes the framing headers the writer adds."""
 
     status: int
     body: Body = b""
     content_type: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
     def close(self) -> None:
         if isinstance(self.body, FileBody):
@@ -111,15 +109,14 @@ class BodyStream:
         self.exhausted = True
 
 
-@dataclass(slots=True)
-class Request:
+class Request(msgspec.Struct):
     """A parsed request as the route handlers see it."""
 
     method: str
     path: str
     query: str
     headers: Message
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = msgspec.field(default_factory=dict)
     body: bytes = b""
     stream: BodyStream | None = None
     redirect: bool = False

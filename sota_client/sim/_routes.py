@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
+
+import msgspec
 
 from . import _admin as admin
 from . import _core_api as core
@@ -23,8 +24,7 @@ Access = Literal["read", "write", "open", "admin"]
 NOT_FOUND = "The requested resource could not be found."
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(msgspec.Struct, frozen=True):
     """``access``: read/write are device calls (token-checked when auth is on); admin routes
     are never faulted; ``upload`` routes stream non-JSON bodies instead of buffering them."""
 
@@ -99,8 +99,7 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
+class RouteMatch(msgspec.Struct, frozen=True):
     """The outcome of routing: a route with its decoded path parameters, or why there is none.
 
     ``route`` is None when nothing matched; ``allowed`` then lists the methods other routes

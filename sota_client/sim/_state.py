@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import msgspec
@@ -51,8 +50,7 @@ def format_instant(ms: int) -> str:
     return f"{base}.{msec:03d}Z" if msec else f"{base}Z"
 
 
-@dataclass(slots=True)
-class _Spec:
+class _Spec(msgspec.Struct):
     request_id: str
     device: str
     package: Package
@@ -73,20 +71,20 @@ class _Spec:
         )
 
 
-@dataclass(slots=True)
-class _Device:
+class _Device(msgspec.Struct):
     limit: int
     last_seen: str | None = None
     installed: list[Package] | None = None
     system_info: bytes | None = None
     last_success: bool | None = None
     blocked_at: str | None = None
-    reports: deque[ReportRecord] = field(init=False)
-    results: deque[OperationResultRow] = field(init=False)
-    history: deque[InstallHistoryEntry] = field(init=False)
+    reports: deque[ReportRecord] = msgspec.field(default_factory=deque)
+    results: deque[OperationResultRow] = msgspec.field(default_factory=deque)
+    history: deque[InstallHistoryEntry] = msgspec.field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        # Bounded, so a client stuck in a report loop cannot exhaust memory in a long demo.
+        # Bounded (replacing the unbounded defaults), so a client stuck in a report loop
+        # cannot exhaust memory in a long demo.
         self.reports = deque(maxlen=self.limit)
         self.results = deque(maxlen=self.limit)
         self.history = deque(maxlen=self.limit)

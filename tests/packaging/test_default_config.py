@@ -6,12 +6,12 @@ to exactly the defaults: the comments are right."""
 from __future__ import annotations
 
 import configparser
-import dataclasses
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from sota_client._config import Config, parse_config
@@ -126,7 +126,7 @@ def test_every_commented_line_uncommented_loads_to_the_defaults(
             assert value(config, section, setting.key) == expected, key
     # The shown values are the documented behaviour of the absent key.
     assert config.rvi is not None
-    assert dataclasses.replace(config.rvi, timeout=None) == _SECTIONS["rvi"]
+    assert msgspec.structs.replace(config.rvi, timeout=None) == _SECTIONS["rvi"]
 
 
 def test_the_units_depend_on_what_it_sets() -> None:

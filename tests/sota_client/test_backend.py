@@ -122,6 +122,13 @@ async def test_authenticate(server: ScriptedServer) -> None:
     assert "access_token=<5 chars>" in repr(got)
 
 
+def test_the_client_secret_is_never_in_a_repr() -> None:
+    settings = AuthSettings("http://auth.example", "client-id", "s3cret-value")
+    assert "s3cret-value" not in repr(settings)
+    assert "s3cret-value" not in str(settings)
+    assert repr(settings) == "AuthSettings(server='http://auth.example', client_id='client-id')"
+
+
 async def test_authenticate_bad_json(server: ScriptedServer) -> None:
     """Reference 10.5 test_authenticate_bad_json, with its exact display text."""
     server.route("POST", "/token", lambda ex: ex.json(200, b'{"apa": 1}'))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -13,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,7 +50,7 @@ SECTIONS: dict[str, Any] = {
     "network": NetworkConfig,
     "rvi": RviConfig,
 }
-ALL_KEYS = {(name, f.name) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+ALL_KEYS = {(name, f) for name, cls in SECTIONS.items() for f in cls.__struct_fields__}
 
 #: One non-default value for every key: (section, key, TOML literal, flag text, parsed value).
 #: ``{tmp}`` stands for a per-test temporary directory. test_cli.py uses it for the flags.
@@ -371,7 +371,7 @@ def test_every_key_is_read_from_its_section(
     config = parse_config(f"[{section}]\n{key} = {literal.format(tmp=tmp_path)}\n")
     assert getattr(getattr(config, section), key) == expected_value(sample, tmp_path)
     # ... and nothing else changed.
-    others = dataclasses.replace(
+    others = msgspec.structs.replace(
         getattr(config, section), **{key: getattr(SECTIONS[section](), key)}
     )
     assert others == SECTIONS[section]()
@@ -1429,5 +1429,5 @@ def test_the_doc_describes_every_key_in_its_section_table() -> None:
     for name, cls in SECTIONS.items():
         start = text.index(f"### `[{name}]`")
         table = text[start : text.index("\n#", start + 1)]
-        for f in dataclasses.fields(cls):
-            assert f"\n| `{f.name}` |" in table, f"{name}.{f.name} missing from the doc"
+        for key in cls.__struct_fields__:
+            assert f"\n| `{key}` |" in table, f"{name}.{key} missing from the doc"

@@ -36,3 +36,7 @@ def test_nonsense_backoffs_are_refused(initial: float, cap: float, multiplier: f
 
 def test_a_multiplier_of_one_waits_the_same_every_time() -> None:
     assert [Backoff(2.0, 10.0, 1.0).delay(n) for n in (1, 5, 10**9)] == [2.0, 2.0, 2.0]
+
+
+def test_the_repr_shows_the_delays_not_the_sleep_hook() -> None:
+    assert repr(Backoff(1.0, 5.0)) == "Backoff(initial_delay=1.0, max_delay=5.0, multiplier=2.0)"
