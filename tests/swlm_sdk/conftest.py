@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from swlm_sdk import Retry
+
 UDS_LIMIT = 107
+
+FAST = Retry(attempts=None, initial_delay=0.005, max_delay=0.02)
+"""Report retries for the App tests: quick, and never giving up."""
 
 
 class Server2016:

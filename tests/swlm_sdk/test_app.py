@@ -36,10 +36,9 @@ from swlm_sdk.protocol import (
 )
 from swlm_sdk.testing import FakeDaemon
 from tests.conftest import LogWaiter
+from tests.swlm_sdk.conftest import FAST
 
 pytestmark = pytest.mark.anyio
-
-FAST = Retry(attempts=None, initial_delay=0.005, max_delay=0.02)
 
 
 def make_app(fake: FakeDaemon, state: Path, **options: Any) -> App:

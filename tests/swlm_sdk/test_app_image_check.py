@@ -22,7 +22,8 @@ from swlm_sdk.app import App, Journal
 from swlm_sdk.protocol import SendInstalledPackages, SendUpdateReport, UpdateReport
 from swlm_sdk.testing import FakeDaemon
 
-from .test_app import FAST, make_app
+from .conftest import FAST
+from .test_app import make_app
 from .test_killpoints import INSTALL, swlm
 
 pytestmark = pytest.mark.anyio

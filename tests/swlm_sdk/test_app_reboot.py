@@ -26,18 +26,16 @@ from swlm_sdk import (
     InstallError,
     RebootNeeded,
     ResultCode,
-    Retry,
     confirm_update,
 )
 from swlm_sdk.app import App, Journal
 from swlm_sdk.protocol import SendRebootNeeded, SendUpdateReport, UpdateReport
 from swlm_sdk.testing import FakeDaemon
 from tests.conftest import LogWaiter
-from tests.swlm_sdk.conftest import Server2016
+from tests.swlm_sdk.conftest import FAST, Server2016
 
 pytestmark = pytest.mark.anyio
 
-FAST = Retry(attempts=None, initial_delay=0.005, max_delay=0.02)
 FLASHED = "flashed 1.4.2 to slot b"
 
 
