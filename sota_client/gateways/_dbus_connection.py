@@ -231,12 +231,22 @@ async def _authenticate(stream: anyio.abc.SocketStream, address: str) -> None:
             message=f"the D-Bus bus at {address} refused authentication (EXTERNAL): {exc}",
         ) from None
     except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-        reason = "it closed the connection" if isinstance(exc, anyio.EndOfStream) else str(exc)
+        reason = _why_broken(exc)
         raise DBusError(
             ERROR_DISCONNECTED,
             reason,
             message=f"D-Bus authentication with {address} failed: {reason}",
         ) from None
+
+
+def _why_broken(exc: BaseException) -> str:
+    """Words for a stream that ended; anyio's BrokenResourceError carries none of its own."""
+    if isinstance(exc, anyio.EndOfStream):
+        return "it closed the connection"
+    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause or "") or f"the connection broke ({type(cause or exc).__name__})"
 
 
 class DBusConnection:

@@ -478,6 +478,9 @@ async def test_killing_the_bus_fails_pending_calls_with_disconnected(dbus_bus: B
                 await client.send(new_signal(DBusAddress(PATH, interface=INTERFACE), "Changed"))
             assert sent.value.name == DISCONNECTED
 
+        # The client sees its own socket close before the dying bus has closed its listening
+        # one; only once the process is gone is a new connection certain to be refused.
+        await anyio.to_thread.run_sync(dbus_bus.process.wait, 5)
         with anyio.fail_after(2):
             with pytest.raises(DBusError) as refused:
                 async with DBusConnection.open(dbus_bus.address):
@@ -691,6 +694,26 @@ async def test_a_bus_that_hangs_up_during_authentication(sock_dir: Path) -> None
                     pass
     assert caught.value.name == DISCONNECTED
     assert "closed the connection" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_bus_that_resets_the_connection_during_authentication_says_so(
+    sock_dir: Path,
+) -> None:
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        # Closing with the client's AUTH line still unread makes the kernel reset the
+        # connection, as a bus killed mid-handshake does.
+        await anyio.wait_readable(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+
+    with anyio.fail_after(5):
+        async with fake_bus(sock_dir, serve) as address:
+            with pytest.raises(DBusError) as caught:
+                async with DBusConnection.open(address):
+                    pass
+    assert caught.value.name == DISCONNECTED
+    assert str(caught.value) == (
+        f"D-Bus authentication with {address} failed: Connection reset by peer"
+    )
 
 
 # -- addresses -----------------------------------------------------------------------------------
