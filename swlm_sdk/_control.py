@@ -21,7 +21,7 @@ from anyio.abc import SocketListener, SocketStream
 from ._errors import ConfirmRefused, ProtocolError
 from ._listener import bind_own_socket, unlink_own_socket
 from ._paths import StrPath, check_socket_path
-from ._wire import exchange, receive_to_eof
+from ._wire import exchange, receive_to_eof, stream_failure
 
 __all__ = [
     "CONTROL_SOCKET_NAME",
@@ -105,7 +105,7 @@ class _ControlServer:
                 with anyio.move_on_after(_READ_TIMEOUT):
                     await stream.send(msgspec.json.encode(reply) + b"\n")
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            log.warning("control socket %s: connection failed: %s", self.path, exc)
+            log.warning("control socket %s: connection failed: %s", self.path, stream_failure(exc))
         finally:
             slots.release()
 

@@ -16,7 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._errors import ListenerError, ProtocolError
 from ._paths import StrPath, check_socket_path, resolve_socket_paths
 from ._socket_file import SocketPathTaken, clear_stale_socket
-from ._wire import receive_to_eof
+from ._wire import receive_to_eof, stream_failure
 from .protocol import Event, UnknownEvent, decode_envelope
 
 __all__ = [
@@ -272,7 +272,9 @@ class EventListener:
                 log.warning("events socket %s: %s; dropped", self.path, exc)
                 return None
             except (OSError, anyio.BrokenResourceError) as exc:
-                log.warning("events socket %s: connection failed: %s", self.path, exc)
+                log.warning(
+                    "events socket %s: connection failed: %s", self.path, stream_failure(exc)
+                )
                 return None
             if scope.cancelled_caught:
                 log.warning(

@@ -10,7 +10,7 @@ from anyio.abc import ByteReceiveStream
 
 from ._errors import DaemonTimeout, DaemonUnavailable, ProtocolError, TransportError
 
-__all__ = ["exchange", "push", "receive_to_eof"]
+__all__ = ["exchange", "push", "receive_to_eof", "stream_failure"]
 
 _CHUNK = 65536
 
@@ -31,6 +31,18 @@ async def receive_to_eof(stream: ByteReceiveStream, limit: int, what: str) -> by
         if size > limit:
             raise ProtocolError(f"{what} is larger than {limit} bytes")
         chunks.append(chunk)
+
+
+def stream_failure(exc: BaseException) -> str:
+    """Why a stream failed, in words: anyio's stream errors carry no text of their own."""
+    if isinstance(exc, anyio.EndOfStream):
+        return "the peer closed the connection"
+    if isinstance(exc, anyio.ClosedResourceError):
+        return "the connection was already closed"
+    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause or "") or f"the connection broke ({type(cause or exc).__name__})"
 
 
 def _unreachable(exc: OSError, path: str, hint: str) -> TransportError:

@@ -27,6 +27,8 @@ from jeepney import (
 from jeepney.auth import BEGIN, AuthenticationError, Authenticator
 from jeepney.low_level import Message, calc_msg_size
 
+from swlm_sdk._wire import stream_failure
+
 from .._errors import SotaError, one_line
 
 __all__ = [
@@ -231,22 +233,12 @@ async def _authenticate(stream: anyio.abc.SocketStream, address: str) -> None:
             message=f"the D-Bus bus at {address} refused authentication (EXTERNAL): {exc}",
         ) from None
     except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-        reason = _why_broken(exc)
+        reason = stream_failure(exc)
         raise DBusError(
             ERROR_DISCONNECTED,
             reason,
             message=f"D-Bus authentication with {address} failed: {reason}",
         ) from None
-
-
-def _why_broken(exc: BaseException) -> str:
-    """Words for a stream that ended; anyio's BrokenResourceError carries none of its own."""
-    if isinstance(exc, anyio.EndOfStream):
-        return "it closed the connection"
-    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return str(cause or "") or f"the connection broke ({type(cause or exc).__name__})"
 
 
 class DBusConnection:
@@ -421,7 +413,7 @@ class DBusConnection:
                 try:
                     await self._stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    self._abort(f"writing failed: {exc}")
+                    self._abort(f"writing failed: {stream_failure(exc)}")
             if scope.cancelled_caught:
                 self._abort(f"the bus took no data for {SEND_TIMEOUT:g} s")
             if self._is_closed:
@@ -542,7 +534,7 @@ class DBusConnection:
                         self._abort("the bus closed the connection")
                         return
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                        self._abort(f"reading failed: {exc}")
+                        self._abort(f"reading failed: {stream_failure(exc)}")
                         return
                     try:
                         messages = self._parse(data)

@@ -21,6 +21,7 @@ import anyio.lowlevel
 
 from swlm_sdk import Backoff
 from swlm_sdk._killpoints import kill_point
+from swlm_sdk._wire import stream_failure
 from swlm_sdk.protocol import DownloadComplete, DownloadFailed, ErrorEvent, Event, encode_envelope
 
 from .._handover import as_configured, kept_download_complete
@@ -224,12 +225,17 @@ class EventOutbox:
                     return self._clock() + delay, identity  # not the SWLM's chance yet: no attempt
                 delay = self._backoff.delay(item.attempts + 1)
                 next_at = self._clock() + delay
-                self._journal.event_failed(item.id, next_at, str(exc))
+                why = (
+                    f"the SWLM read no event within {self._timeout:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else stream_failure(exc)
+                )
+                self._journal.event_failed(item.id, next_at, why)
                 logger.log(
                     logging.WARNING if item.attempts == 0 else logging.DEBUG,
                     "couldn't deliver an event to %s (%s); kept, next try in %.0f s",
                     self.path,
-                    exc,
+                    why,
                     delay,
                 )
                 return next_at, identity
