@@ -428,6 +428,17 @@ MUTANTS = [
             "tests/swlm_sdk/test_listener.py",
         ),
     ),
+    Mutant(
+        "a broken stream is reported with its cause, not anyio's empty text",
+        "swlm_sdk/_wire.py",
+        "    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc\n",
+        "    cause = exc\n",
+        (
+            "tests/swlm_sdk/test_wire.py",
+            "tests/sota_client/test_dbus_connection.py::"
+            "test_a_bus_that_resets_the_connection_during_authentication_says_so",
+        ),
+    ),
     # -- the events outbox ---------------------------------------------------------------------
     Mutant(
         "an SWLM that restarted gets again what it has not reported",
