@@ -19,8 +19,8 @@ import msgspec
 from anyio.abc import SocketListener, SocketStream
 
 from ._errors import ConfirmRefused, ProtocolError
-from ._listener import bind_own_socket, unlink_own_socket
 from ._paths import StrPath, check_socket_path
+from ._socket_file import bind_own_socket, unlink_own_socket
 from ._wire import exchange, receive_to_eof, stream_failure
 
 __all__ = [

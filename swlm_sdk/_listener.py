@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
@@ -13,9 +12,9 @@ import anyio
 from anyio.abc import SocketListener, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._errors import ListenerError, ProtocolError
+from ._errors import ProtocolError
 from ._paths import StrPath, check_socket_path, resolve_socket_paths
-from ._socket_file import SocketPathTaken, clear_stale_socket
+from ._socket_file import bind_own_socket, unlink_own_socket
 from ._wire import receive_to_eof, stream_failure
 from .protocol import Event, UnknownEvent, decode_envelope
 
@@ -24,11 +23,9 @@ __all__ = [
     "DEFAULT_MAX_EVENT",
     "EventKinds",
     "EventListener",
-    "bind_own_socket",
     "compile_kinds",
     "event_name",
     "kinds_match",
-    "unlink_own_socket",
 ]
 
 log = logging.getLogger("swlm_sdk.listener")
@@ -75,45 +72,6 @@ def kinds_match(kinds: tuple[frozenset[str] | None, bool], event: Event) -> bool
 
 def _preview(data: bytes) -> str:
     return repr(data[:120]) + ("..." if len(data) > 120 else "")
-
-
-def _clear_stale(path: str, what: str) -> None:
-    """Remove a dead socket at ``path``; refuse to touch anything else."""
-    try:
-        removed = clear_stale_socket(path)
-    except SocketPathTaken as exc:
-        raise ListenerError(f"{exc}. Free it, or choose another {what} path") from None
-    if removed:
-        log.info("removed stale %s %s", what, path)
-
-
-async def bind_own_socket(
-    path: str, mode: int, what: str
-) -> tuple[SocketListener, tuple[int, int]]:
-    """Listen on a new Unix socket at ``path`` with permissions ``mode``, replacing a stale
-    one a dead process left; also the socket's identity, for :func:`unlink_own_socket`.
-
-    :raises ListenerError: ``path`` is another file, a live socket, or cannot be created.
-    """
-    await anyio.to_thread.run_sync(_clear_stale, path, what)
-    try:
-        listener = await anyio.create_unix_listener(path, mode=mode)
-    except OSError as exc:
-        raise ListenerError(f"cannot create {what} {path}: {exc.strerror or exc}") from None
-    info = os.lstat(path)
-    return listener, (info.st_dev, info.st_ino)
-
-
-def unlink_own_socket(path: str, identity: tuple[int, int] | None) -> None:
-    """Remove the socket at ``path`` if it is still ours: another listener may have replaced
-    it after a stale-check."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return
-    if (info.st_dev, info.st_ino) == identity:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 class EventListener:
