@@ -436,7 +436,7 @@ MUTANTS = [
         (
             "tests/swlm_sdk/test_wire.py",
             "tests/sota_client/test_dbus_connection.py::"
-            "test_a_bus_that_resets_the_connection_during_authentication_says_so",
+            "test_a_bus_that_hangs_up_during_authentication_says_how",
         ),
     ),
     # -- the events outbox ---------------------------------------------------------------------
