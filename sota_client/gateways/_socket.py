@@ -21,6 +21,7 @@ import anyio.lowlevel
 import msgspec
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
+from swlm_sdk._wire import stream_failure
 from swlm_sdk.protocol import (
     Command,
     CommandSyntaxError,
@@ -363,7 +364,7 @@ class CommandServer:
                 if reply is not None:
                     await self._send_reply(conn, reply)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            logger.debug("commands socket peer went away: %s", exc)
+            logger.debug("commands socket peer went away: %s", stream_failure(exc))
         finally:
             self._uncount(conn)
             conn.finished()

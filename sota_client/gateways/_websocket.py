@@ -30,6 +30,7 @@ from wsproto.events import (
 from wsproto.events import Event as WsEvent
 from wsproto.frame_protocol import CloseReason
 
+from swlm_sdk._wire import stream_failure
 from swlm_sdk.protocol import (
     Command,
     ErrorEvent,
@@ -187,7 +188,8 @@ class _Session:
                     logger.debug("Websocket client %s closed its connection", self._peer)
                     return
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    logger.debug("Websocket client %s went away: %r", self._peer, exc)
+                    why = stream_failure(exc)
+                    logger.debug("Websocket client %s went away: %s", self._peer, why)
                     return
 
     async def _on_event(self, event: WsEvent) -> bool:
@@ -308,7 +310,8 @@ class _Session:
                 try:
                     await self._stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    logger.debug("Websocket client %s went away: %r", self._peer, exc)
+                    why = stream_failure(exc)
+                    logger.debug("Websocket client %s went away: %s", self._peer, why)
                     self._over = True
                     self._scope.cancel()
         if scope.cancelled_caught and not self._over:
