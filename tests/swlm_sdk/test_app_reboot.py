@@ -101,6 +101,17 @@ async def install_and_await(fake: FakeDaemon, app: App, update_id: str = "u1") -
     await serve_until(app, until)
 
 
+async def installed_then_rebooted(fake: FakeDaemon, device: Device) -> App:
+    """The App of the boot after ``u1`` was flashed and asked for a reboot, not started yet."""
+    app = device.app(fake)
+    flash(app)
+    await install_and_await(fake, app)
+    device.reboot()
+    app = device.app(fake)
+    flash(app)
+    return app
+
+
 async def boot(app: App) -> None:
     """A start-up, as after a reboot: the boot checks run before serve reports started."""
     await serve_until(app, anyio.lowlevel.checkpoint)
@@ -538,12 +549,7 @@ def test_confirm_boots_must_be_positive(device: Device) -> None:
 async def test_swlm_confirm_from_a_shell(
     fake_daemon: FakeDaemon, device: Device, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = device.app(fake_daemon)
-    flash(app)
-    await install_and_await(fake_daemon, app)
-    device.reboot()
-    app = device.app(fake_daemon)
-    flash(app)
+    app = await installed_then_rebooted(fake_daemon, device)
     confirm = ["confirm", "--state-dir", str(device.state), "u1"]
 
     async def until() -> None:
@@ -699,12 +705,7 @@ async def test_the_control_protocol_s_bytes(
             await confirm_update(peer.path, "u2")
     assert peer.requests == list(replies)
 
-    app = device.app(fake_daemon)
-    flash(app)
-    await install_and_await(fake_daemon, app)
-    device.reboot()
-    app = device.app(fake_daemon)
-    flash(app)
+    app = await installed_then_rebooted(fake_daemon, device)
 
     def ask(request: bytes) -> bytes:
         with socket.socket(socket.AF_UNIX) as conn:
