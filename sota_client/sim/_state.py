@@ -72,22 +72,20 @@ class _Spec(msgspec.Struct):
 
 
 class _Device(msgspec.Struct):
-    limit: int
+    reports: deque[ReportRecord]
+    results: deque[OperationResultRow]
+    history: deque[InstallHistoryEntry]
     last_seen: str | None = None
     installed: list[Package] | None = None
     system_info: bytes | None = None
     last_success: bool | None = None
     blocked_at: str | None = None
-    reports: deque[ReportRecord] = msgspec.field(default_factory=deque)
-    results: deque[OperationResultRow] = msgspec.field(default_factory=deque)
-    history: deque[InstallHistoryEntry] = msgspec.field(default_factory=deque)
 
-    def __post_init__(self) -> None:
-        # Bounded (replacing the unbounded defaults), so a client stuck in a report loop
-        # cannot exhaust memory in a long demo.
-        self.reports = deque(maxlen=self.limit)
-        self.results = deque(maxlen=self.limit)
-        self.history = deque(maxlen=self.limit)
+    @classmethod
+    def new(cls, limit: int) -> _Device:
+        """A device not seen yet. Its logs keep the last ``limit`` entries, so a client stuck
+        in a report loop cannot exhaust memory in a long demo."""
+        return cls(deque(maxlen=limit), deque(maxlen=limit), deque(maxlen=limit))
 
 
 class CoreState:
@@ -132,7 +130,7 @@ class CoreState:
     def _device(self, device: str) -> _Device:
         rec = self._devices.get(device)
         if rec is None:
-            rec = self._devices[device] = _Device(self._history_limit)
+            rec = self._devices[device] = _Device.new(self._history_limit)
         return rec
 
     def _changed(self) -> None:
@@ -477,7 +475,7 @@ class CoreState:
 
     def device_state(self, device: str) -> DeviceState:
         with self._cond:
-            rec = self._devices.get(device) or _Device(self._history_limit)
+            rec = self._devices.get(device) or _Device.new(self._history_limit)
             updates = self.updates(device)
             if rec.last_seen is None:
                 status = "NotSeen"
