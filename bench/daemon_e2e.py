@@ -104,7 +104,7 @@ def collect(argv: list[str] | None = None) -> Section:
             shutil.rmtree(memory, ignore_errors=True)
 
     mb = (size_mib << 20) / 1e6
-    rate = {who: [mb / s for s in seconds] for who, seconds in disk.seconds.items()}
+    rate = disk.rates(mb)
     ours_rate = rate["daemon"]
 
     def ratio(of: list[float], to: list[float]) -> list[float]:
@@ -143,7 +143,7 @@ def collect(argv: list[str] | None = None) -> Section:
         ),
     ]
     if on_tmpfs is not None:
-        tmpfs_rate = {who: [mb / s for s in seconds] for who, seconds in on_tmpfs.seconds.items()}
+        tmpfs_rate = on_tmpfs.rates(mb)
         tmpfs_ratio = ratio(tmpfs_rate["daemon"], tmpfs_rate["curl"])
         rows.append(
             Row(
@@ -213,6 +213,10 @@ class _Rounds:
         self.seconds.setdefault(who, []).append(seconds)
         if cpu is not None:
             self.cpu.setdefault(who, []).append(cpu)
+
+    def rates(self, mb: float) -> dict[str, list[float]]:
+        """MB/s of each contender's rounds, each having moved ``mb`` megabytes."""
+        return {who: [mb / s for s in seconds] for who, seconds in self.seconds.items()}
 
 
 def _rounds(
